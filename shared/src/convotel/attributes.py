@@ -1,0 +1,275 @@
+"""Builders from plain data to OpenInference ``(attribute, value)`` pairs.
+
+Adapters translate their SDK's objects into the small records below (:class:`Message`,
+:class:`ToolCall`, :class:`Document`...) or plain mappings, and these generators yield the pairs.
+Each builder is pure and cheap; masking and JSON encoding happen when the pairs reach a
+:class:`~convotel.spans.CallSpan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from openinference.semconv.trace import (
+    DocumentAttributes,
+    EmbeddingAttributes,
+    ImageAttributes,
+    MessageAttributes,
+    MessageContentAttributes,
+    OpenInferenceMimeTypeValues,
+    SpanAttributes,
+    ToolAttributes,
+    ToolCallAttributes,
+)
+
+from convotel.json_encoding import jsonable, safe_json_dumps
+
+__all__ = [
+    "SECRET_PARAMETERS",
+    "ContentPart",
+    "Document",
+    "Message",
+    "ToolCall",
+    "document_attributes",
+    "embedding_attributes",
+    "input_value_attributes",
+    "invocation_parameter_attributes",
+    "is_unset",
+    "message_attributes",
+    "model_attributes",
+    "output_value_attributes",
+    "tool_definition_attributes",
+    "usage_attributes",
+]
+
+Pair = tuple[str, Any]
+
+#: Request parameters never recorded (credentials, transport settings, raw headers).
+SECRET_PARAMETERS = frozenset(
+    {
+        "api_key",
+        "api-key",
+        "authorization",
+        "headers",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+        "http_headers",
+        "http_client",
+        "timeout",
+        "timeout_ms",
+        "retries",
+        "server_url",
+        "base_url",
+        "azure_ad_token",
+        "azure_ad_token_provider",
+        "organization",
+        "project",
+    }
+)
+
+_UNSET_TYPE_NAMES = frozenset({"NotGiven", "Omit", "Unset", "_Unset", "UnsetType"})
+_JSON = OpenInferenceMimeTypeValues.JSON.value
+_TEXT = OpenInferenceMimeTypeValues.TEXT.value
+_IMAGE_URL_KEY = f"{MessageContentAttributes.MESSAGE_CONTENT_IMAGE}.{ImageAttributes.IMAGE_URL}"
+_ARGUMENTS_KEY = ToolCallAttributes.TOOL_CALL_FUNCTION_ARGUMENTS_JSON
+
+
+def is_unset(value: Any) -> bool:
+    """True for ``None`` and the SDKs' "not given" sentinels (openai ``NOT_GIVEN``, ``UNSET``)."""
+    return value is None or type(value).__name__ in _UNSET_TYPE_NAMES
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A tool (function) call requested by the model; ``arguments`` is the JSON text."""
+
+    id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+@dataclass(slots=True)
+class ContentPart:
+    """One part of a multi-modal message: ``type`` is ``"text"`` or ``"image"``."""
+
+    type: str
+    text: str | None = None
+    image_url: str | None = None
+
+
+@dataclass(slots=True)
+class Message:
+    """A chat message in provider-neutral form."""
+
+    role: str | None = None
+    content: str | None = None
+    parts: Sequence[ContentPart] = ()
+    tool_calls: Sequence[ToolCall] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class Document:
+    """A retrieved or reranked document."""
+
+    content: str | None = None
+    id: str | None = None
+    score: float | None = None
+    metadata: Mapping[str, Any] | None = field(default=None)
+
+
+def _value_attributes(value_key: str, mime_key: str, value: Any) -> Iterator[Pair]:
+    if value is None:
+        return
+    if isinstance(value, str):
+        yield value_key, value
+        yield mime_key, _TEXT
+    else:
+        yield value_key, safe_json_dumps(value)
+        yield mime_key, _JSON
+
+
+def input_value_attributes(value: Any) -> Iterator[Pair]:
+    """``input.value`` (strings as text, anything else as JSON) and ``input.mime_type``."""
+    return _value_attributes(SpanAttributes.INPUT_VALUE, SpanAttributes.INPUT_MIME_TYPE, value)
+
+
+def output_value_attributes(value: Any) -> Iterator[Pair]:
+    """``output.value`` (strings as text, anything else as JSON) and ``output.mime_type``."""
+    return _value_attributes(SpanAttributes.OUTPUT_VALUE, SpanAttributes.OUTPUT_MIME_TYPE, value)
+
+
+def model_attributes(
+    *,
+    provider: str | None = None,
+    system: str | None = None,
+    request_model: str | None = None,
+    response_model: str | None = None,
+) -> Iterator[Pair]:
+    """Provider, system and model names; ``llm.model_name`` is the returned model if known."""
+    if provider:
+        yield SpanAttributes.LLM_PROVIDER, provider
+    if system:
+        yield SpanAttributes.LLM_SYSTEM, system
+    if request_model:
+        yield SpanAttributes.LLM_REQUEST_MODEL_NAME, request_model
+    if response_model:
+        yield SpanAttributes.LLM_RESPONSE_MODEL_NAME, response_model
+    model = response_model or request_model
+    if model:
+        yield SpanAttributes.LLM_MODEL_NAME, model
+
+
+def invocation_parameter_attributes(
+    parameters: Mapping[str, Any], exclude: Iterable[str] = ()
+) -> Iterator[Pair]:
+    """``llm.invocation_parameters`` as JSON: only parameters the user set, never secrets."""
+    skipped = SECRET_PARAMETERS.union(exclude)
+    chosen = {
+        key: jsonable(value) if not isinstance(value, (str, int, float, bool)) else value
+        for key, value in parameters.items()
+        if key not in skipped and not is_unset(value)
+    }
+    if chosen:
+        yield SpanAttributes.LLM_INVOCATION_PARAMETERS, safe_json_dumps(chosen)
+
+
+def message_attributes(prefix: str, messages: Iterable[Message]) -> Iterator[Pair]:
+    """Pairs for ``prefix`` (``llm.input_messages`` or ``llm.output_messages``) per message."""
+    for index, message in enumerate(messages):
+        base = f"{prefix}.{index}."
+        if message.role is not None:
+            yield base + MessageAttributes.MESSAGE_ROLE, message.role
+        if message.content is not None:
+            yield base + MessageAttributes.MESSAGE_CONTENT, message.content
+        if message.name is not None:
+            yield base + MessageAttributes.MESSAGE_NAME, message.name
+        if message.tool_call_id is not None:
+            yield base + MessageAttributes.MESSAGE_TOOL_CALL_ID, message.tool_call_id
+        for part_index, part in enumerate(message.parts):
+            part_base = f"{base}{MessageAttributes.MESSAGE_CONTENTS}.{part_index}."
+            yield part_base + MessageContentAttributes.MESSAGE_CONTENT_TYPE, part.type
+            if part.text is not None:
+                yield part_base + MessageContentAttributes.MESSAGE_CONTENT_TEXT, part.text
+            if part.image_url is not None:
+                yield part_base + _IMAGE_URL_KEY, part.image_url
+        for call_index, call in enumerate(message.tool_calls):
+            call_base = f"{base}{MessageAttributes.MESSAGE_TOOL_CALLS}.{call_index}."
+            if call.id is not None:
+                yield call_base + ToolCallAttributes.TOOL_CALL_ID, call.id
+            if call.name is not None:
+                yield call_base + ToolCallAttributes.TOOL_CALL_FUNCTION_NAME, call.name
+            if call.arguments is not None:
+                yield call_base + _ARGUMENTS_KEY, call.arguments
+
+
+def tool_definition_attributes(tools: Iterable[Any]) -> Iterator[Pair]:
+    """``llm.tools.{i}.tool.json_schema`` for each tool definition (dicts or SDK models)."""
+    for index, tool in enumerate(tools):
+        yield (
+            f"{SpanAttributes.LLM_TOOLS}.{index}.{ToolAttributes.TOOL_JSON_SCHEMA}",
+            safe_json_dumps(tool),
+        )
+
+
+def usage_attributes(
+    *,
+    prompt: int | None = None,
+    completion: int | None = None,
+    total: int | None = None,
+    cache_read: int | None = None,
+    cache_write: int | None = None,
+    reasoning: int | None = None,
+    prompt_audio: int | None = None,
+    completion_audio: int | None = None,
+) -> Iterator[Pair]:
+    """Token counts; the total is derived from prompt + completion when not given."""
+    if total is None and prompt is not None and completion is not None:
+        total = prompt + completion
+    for key, count in (
+        (SpanAttributes.LLM_TOKEN_COUNT_PROMPT, prompt),
+        (SpanAttributes.LLM_TOKEN_COUNT_COMPLETION, completion),
+        (SpanAttributes.LLM_TOKEN_COUNT_TOTAL, total),
+        (SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ, cache_read),
+        (SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_WRITE, cache_write),
+        (SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING, reasoning),
+        (SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_AUDIO, prompt_audio),
+        (SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_AUDIO, completion_audio),
+    ):
+        if isinstance(count, int) and not isinstance(count, bool):
+            yield key, count
+
+
+def embedding_attributes(
+    *,
+    model: str | None = None,
+    texts: Sequence[str] | None = None,
+    vectors: Sequence[Sequence[float]] | None = None,
+) -> Iterator[Pair]:
+    """``embedding.model_name`` and ``embedding.embeddings.{i}.embedding.{text,vector}``."""
+    if model:
+        yield SpanAttributes.EMBEDDING_MODEL_NAME, model
+    prefix = SpanAttributes.EMBEDDING_EMBEDDINGS
+    for index, text in enumerate(texts or ()):
+        if isinstance(text, str):
+            yield f"{prefix}.{index}.{EmbeddingAttributes.EMBEDDING_TEXT}", text
+    for index, vector in enumerate(vectors or ()):
+        yield f"{prefix}.{index}.{EmbeddingAttributes.EMBEDDING_VECTOR}", list(vector)
+
+
+def document_attributes(prefix: str, documents: Iterable[Document]) -> Iterator[Pair]:
+    """Pairs for ``prefix`` (e.g. ``retrieval.documents``) per document."""
+    for index, document in enumerate(documents):
+        base = f"{prefix}.{index}."
+        if document.id is not None:
+            yield base + DocumentAttributes.DOCUMENT_ID, document.id
+        if document.content is not None:
+            yield base + DocumentAttributes.DOCUMENT_CONTENT, document.content
+        if document.score is not None:
+            yield base + DocumentAttributes.DOCUMENT_SCORE, float(document.score)
+        if document.metadata:
+            yield base + DocumentAttributes.DOCUMENT_METADATA, safe_json_dumps(document.metadata)

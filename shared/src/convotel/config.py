@@ -1,0 +1,205 @@
+"""Trace configuration: what convotel records, hides or truncates.
+
+Every option can be given to the constructor or through the environment; constructor arguments
+win. The environment variables are the ones OpenInference uses (``OPENINFERENCE_HIDE_INPUTS``...)
+so existing deployments keep working, plus a few ``CONVOTEL_*`` ones for convotel's own options.
+Hidden values are dropped or replaced by :data:`REDACTED_VALUE`; the decision is made once per
+attribute name and cached, so masking stays cheap on the hot path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from openinference.semconv.trace import (
+    DocumentAttributes,
+    EmbeddingAttributes,
+    ImageAttributes,
+    MessageAttributes,
+    MessageContentAttributes,
+    SpanAttributes,
+)
+
+__all__ = ["REDACTED_VALUE", "TraceConfig"]
+
+logger = logging.getLogger(__name__)
+
+REDACTED_VALUE = "__REDACTED__"
+
+_INPUT_MESSAGES = SpanAttributes.LLM_INPUT_MESSAGES
+_OUTPUT_MESSAGES = SpanAttributes.LLM_OUTPUT_MESSAGES
+_TEXT_SUFFIXES = (
+    f".{MessageAttributes.MESSAGE_CONTENT}",
+    f".{MessageContentAttributes.MESSAGE_CONTENT_TEXT}",
+)
+_IMAGE_URL_SUFFIX = f".{ImageAttributes.IMAGE_URL}"
+_MAX_CACHED_KEYS = 4096
+
+
+class _Decision(enum.Enum):
+    KEEP = 0
+    DROP = 1
+    REDACT = 2
+    CHECK_IMAGE = 3
+
+
+def _env_flag(name: str) -> bool | None:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    logger.warning("convotel: ignoring %s=%r (expected true or false)", name, raw)
+    return None
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        logger.warning("convotel: ignoring %s=%r (expected a whole number)", name, raw)
+        return None
+    return value if value > 0 else None
+
+
+def _option(env: str, default: Any, kind: str = "flag") -> Any:
+    return field(default=None, metadata={"env": env, "default": default, "kind": kind})
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """What to hide or truncate. ``None`` means: take the environment variable, else the default.
+
+    Options (environment variable in brackets):
+
+    * ``hide_inputs`` [OPENINFERENCE_HIDE_INPUTS]: redact ``input.value``; drop input messages,
+      tool definitions and embedding texts.
+    * ``hide_outputs`` [OPENINFERENCE_HIDE_OUTPUTS]: redact ``output.value``; drop output messages;
+      redact retrieved document contents.
+    * ``hide_input_messages`` / ``hide_output_messages`` [OPENINFERENCE_HIDE_INPUT_MESSAGES /
+      OPENINFERENCE_HIDE_OUTPUT_MESSAGES]: drop ``llm.input_messages.*`` /
+      ``llm.output_messages.*``.
+    * ``hide_input_text`` / ``hide_output_text`` [OPENINFERENCE_HIDE_INPUT_TEXT /
+      OPENINFERENCE_HIDE_OUTPUT_TEXT]: redact the text content of input / output messages.
+    * ``hide_input_images`` [OPENINFERENCE_HIDE_INPUT_IMAGES]: drop image URLs of input messages.
+    * ``hide_embedding_vectors`` [OPENINFERENCE_HIDE_EMBEDDING_VECTORS]: redact embedding vectors.
+    * ``hide_llm_invocation_parameters`` [OPENINFERENCE_HIDE_LLM_INVOCATION_PARAMETERS].
+    * ``base64_image_max_length`` [OPENINFERENCE_BASE64_IMAGE_MAX_LENGTH] (default 32,000): longer
+      ``data:`` image URLs are redacted.
+    * ``max_value_length`` [CONVOTEL_MAX_VALUE_LENGTH] (default: no limit): longer string
+      attribute values are truncated to this many characters.
+    * ``request_stream_usage`` [CONVOTEL_REQUEST_STREAM_USAGE] (default false): providers that
+      need it (OpenAI) are asked for token usage on streams the application did not ask it for;
+      the extra usage-only chunk is hidden from the application.
+    """
+
+    hide_inputs: bool = _option("OPENINFERENCE_HIDE_INPUTS", False)
+    hide_outputs: bool = _option("OPENINFERENCE_HIDE_OUTPUTS", False)
+    hide_input_messages: bool = _option("OPENINFERENCE_HIDE_INPUT_MESSAGES", False)
+    hide_output_messages: bool = _option("OPENINFERENCE_HIDE_OUTPUT_MESSAGES", False)
+    hide_input_text: bool = _option("OPENINFERENCE_HIDE_INPUT_TEXT", False)
+    hide_output_text: bool = _option("OPENINFERENCE_HIDE_OUTPUT_TEXT", False)
+    hide_input_images: bool = _option("OPENINFERENCE_HIDE_INPUT_IMAGES", False)
+    hide_embedding_vectors: bool = _option("OPENINFERENCE_HIDE_EMBEDDING_VECTORS", False)
+    hide_llm_invocation_parameters: bool = _option(
+        "OPENINFERENCE_HIDE_LLM_INVOCATION_PARAMETERS", False
+    )
+    base64_image_max_length: int = _option("OPENINFERENCE_BASE64_IMAGE_MAX_LENGTH", 32_000, "int")
+    max_value_length: int | None = _option("CONVOTEL_MAX_VALUE_LENGTH", None, "int")
+    request_stream_usage: bool = _option("CONVOTEL_REQUEST_STREAM_USAGE", False)
+    _decisions: dict[str, _Decision] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        for option in dataclasses.fields(self):
+            if "env" not in option.metadata or getattr(self, option.name) is not None:
+                continue
+            read = _env_int if option.metadata["kind"] == "int" else _env_flag
+            value = read(option.metadata["env"])
+            chosen = option.metadata["default"] if value is None else value
+            object.__setattr__(self, option.name, chosen)
+
+    @property
+    def hides_anything(self) -> bool:
+        """True when any hide option is on (adapters may skip building what would be hidden)."""
+        return any(
+            getattr(self, option.name) is True
+            for option in dataclasses.fields(self)
+            if option.name.startswith("hide_")
+        )
+
+    def mask(self, key: str, value: Any) -> Any:
+        """Return ``value`` as it may be recorded under ``key``: itself, redacted, or ``None``."""
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decide(key)
+            if len(self._decisions) >= _MAX_CACHED_KEYS:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        if decision is _Decision.KEEP:
+            if self.max_value_length is not None and isinstance(value, str):
+                return value[: self.max_value_length]
+            return value
+        if decision is _Decision.DROP:
+            return None
+        if decision is _Decision.REDACT:
+            return REDACTED_VALUE
+        if (
+            isinstance(value, str)
+            and value.startswith("data:")
+            and len(value) > self.base64_image_max_length
+        ):
+            return REDACTED_VALUE
+        return value
+
+    def _decide(self, key: str) -> _Decision:
+        in_inputs = key.startswith(_INPUT_MESSAGES)
+        in_outputs = key.startswith(_OUTPUT_MESSAGES)
+        if key == SpanAttributes.LLM_INVOCATION_PARAMETERS:
+            return _Decision.DROP if self.hide_llm_invocation_parameters else _Decision.KEEP
+        if key in (SpanAttributes.INPUT_VALUE, SpanAttributes.INPUT_MIME_TYPE):
+            if self.hide_inputs:
+                return _Decision.REDACT if key == SpanAttributes.INPUT_VALUE else _Decision.DROP
+            return _Decision.KEEP
+        if key in (SpanAttributes.OUTPUT_VALUE, SpanAttributes.OUTPUT_MIME_TYPE):
+            if self.hide_outputs:
+                return _Decision.REDACT if key == SpanAttributes.OUTPUT_VALUE else _Decision.DROP
+            return _Decision.KEEP
+        if key.startswith(SpanAttributes.LLM_TOOLS) and self.hide_inputs:
+            return _Decision.DROP
+        if in_inputs and (self.hide_inputs or self.hide_input_messages):
+            return _Decision.DROP
+        if in_outputs and (self.hide_outputs or self.hide_output_messages):
+            return _Decision.DROP
+        if in_inputs and self.hide_input_text and key.endswith(_TEXT_SUFFIXES):
+            return _Decision.REDACT
+        if in_outputs and self.hide_output_text and key.endswith(_TEXT_SUFFIXES):
+            return _Decision.REDACT
+        if key.endswith(_IMAGE_URL_SUFFIX):
+            if in_inputs and self.hide_input_images:
+                return _Decision.DROP
+            return _Decision.CHECK_IMAGE
+        if key.startswith(SpanAttributes.EMBEDDING_EMBEDDINGS):
+            if self.hide_embedding_vectors and key.endswith(EmbeddingAttributes.EMBEDDING_VECTOR):
+                return _Decision.REDACT
+            if self.hide_inputs and key.endswith(EmbeddingAttributes.EMBEDDING_TEXT):
+                return _Decision.REDACT
+        if (
+            self.hide_outputs
+            and key.startswith(SpanAttributes.RETRIEVAL_DOCUMENTS)
+            and key.endswith(DocumentAttributes.DOCUMENT_CONTENT)
+        ):
+            return _Decision.REDACT
+        return _Decision.KEEP

@@ -1,0 +1,43 @@
+"""JSON encoding that never raises: the one way convotel turns objects into attribute strings."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["jsonable", "safe_json_dumps"]
+
+
+def jsonable(value: Any) -> Any:
+    """Best-effort conversion of SDK objects (pydantic models, dataclasses...) to JSON data."""
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump) and not isinstance(value, type):
+        try:
+            return model_dump(mode="json", exclude_unset=True)
+        except Exception:  # noqa: BLE001 - an exotic model must not break encoding
+            return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def safe_json_dumps(value: Any) -> str:
+    """``json.dumps`` that falls back to :func:`jsonable` for unknown objects and never raises."""
+    try:
+        return json.dumps(value, default=jsonable, ensure_ascii=False)
+    except Exception:  # noqa: BLE001 - e.g. circular references or keys that are not strings
+        return json.dumps(str(value), ensure_ascii=False)
