@@ -32,7 +32,10 @@ def jsonable(value: Any) -> Any:
         return dict(value)
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
-    return str(value)
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001
+        return f"<{type(value).__name__}>"
 
 
 def safe_json_dumps(value: Any) -> str:

@@ -346,18 +346,27 @@ def _start_call(
         if not is_instrumentation_enabled() or not endpoint.applies(instance, args, kwargs):
             return None, kwargs
         call = tracing.start(endpoint.span_name, endpoint.kind)
-        call.set_attributes(
-            endpoint.request_attributes(instance, args, kwargs), f"{endpoint.span_name} request"
-        )
-        try:
-            call_kwargs = endpoint.adjust_kwargs(kwargs)
-        except Exception as exc:  # noqa: BLE001
-            log_once(f"{endpoint.span_name} adjusting the request", exc)
-            call_kwargs = kwargs
     except Exception as exc:  # noqa: BLE001
         log_once(f"{endpoint.span_name} starting a span", exc)
         return None, kwargs
-    return call, call_kwargs
+    _extract(
+        call,
+        lambda: endpoint.request_attributes(instance, args, kwargs),
+        f"{endpoint.span_name} request",
+    )
+    try:
+        return call, endpoint.adjust_kwargs(kwargs)
+    except Exception as exc:  # noqa: BLE001
+        log_once(f"{endpoint.span_name} adjusting the request", exc)
+        return call, kwargs
+
+
+def _extract(call: CallSpan, produce: Callable[[], Iterable[Pair]], where: str) -> None:
+    """Record what ``produce`` yields; an extractor failing when called or iterated is logged."""
+    try:
+        call.set_attributes(produce(), where)
+    except Exception as exc:  # noqa: BLE001
+        log_once(where, exc)
 
 
 def _finish_call(
@@ -376,7 +385,7 @@ def _finish_call(
 
 
 def _fail_call(call: CallSpan, endpoint: Endpoint, exc: BaseException) -> None:
-    call.set_attributes(endpoint.error_attributes(exc), f"{endpoint.span_name} error")
+    _extract(call, lambda: endpoint.error_attributes(exc), f"{endpoint.span_name} error")
     call.end(error=exc)
 
 
@@ -457,7 +466,7 @@ class _StreamState:
         if call.ended:
             return
         call.set(STREAM_OUTCOME, outcome.value)
-        call.set_attributes(self.accumulator.attributes(), "stream attributes")
+        _extract(call, self.accumulator.attributes, "stream attributes")
         call.end(error=error, ok=outcome is not StreamOutcome.ABANDONED)
 
 
