@@ -37,6 +37,7 @@ from opentelemetry.util.types import AttributeValue
 
 from convotel.config import TraceConfig
 from convotel.context import CONTEXT_ATTRIBUTES
+from convotel.genai import genai_attributes
 from convotel.json_encoding import safe_json_dumps
 
 __all__ = [
@@ -212,11 +213,19 @@ class CallSpan:
                 pending[DEFERRED_TO_PROVIDER] = True
                 if self.span.is_recording() and _span_kind(self.span) == _LLM:
                     pending[_KIND] = _CHAIN
+            if self._config.enable_genai_semconv:
+                pending = {**pending, **_genai_pairs(self.span, pending)}
             if pending:
                 self.span.set_attributes(pending)
             self.span.end()
         except Exception as exc:  # noqa: BLE001
             log_once("ending a span", exc)
+
+
+def _genai_pairs(span: Span, pending: Mapping[str, Any]) -> dict[str, Any]:
+    recorded = getattr(span, "attributes", None)
+    combined = {**recorded, **pending} if isinstance(recorded, Mapping) else dict(pending)
+    return dict(genai_attributes(combined))
 
 
 def _span_kind(span: Span) -> object:

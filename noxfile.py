@@ -1,0 +1,134 @@
+"""Every entry point of the workspace: tests, lint, the demo, benchmarks and the version matrix.
+
+``nox -s tests`` runs the whole suite against the latest SDKs; ``nox -s tests_min`` against the
+lowest supported ones; ``nox -s demo`` runs the main job; ``nox -s lint``, ``bench``, ``e2e`` and
+``wheels`` do what their names say. uv is used as the virtualenv backend when it is installed
+(``pip install "nox[uv]"``), plain virtualenv + pip otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+#: The local distributions, core first (installed together so `convotel` resolves locally).
+LOCAL_PACKAGES = ["shared", *sorted(f"packages/{p.name}" for p in (ROOT / "packages").iterdir())]
+
+TEST_TOOLS = [
+    "pytest>=8",
+    "pytest-asyncio>=0.24",
+    "vcrpy>=7",
+    "hypothesis>=6",
+    "openinference-instrumentation>=0.1.20",
+    "opentelemetry-sdk>=1.27",
+    "opentelemetry-exporter-otlp-proto-http>=1.27",
+]
+
+#: Framework SDKs at their latest supported versions (upper bounds are the tested majors).
+LATEST_SDKS = [
+    "openai>=3.0.0,<4",
+    "mistralai>=2.0.0,<4",
+    "llama-index-core>=0.12,<0.15",
+    "llama-index-llms-openai",
+    "llama-index-embeddings-openai",
+    "dspy>=3.0.0,<4",
+]
+
+#: The same SDKs at the lowest versions convotel supports.
+LOWEST_SDKS = [
+    "openai==3.0.0",
+    "mistralai==2.0.0",
+    "llama-index-core==0.12.0",
+    "dspy==3.0.0",
+]
+
+LINT_TOOLS = ["ruff>=0.6", "mypy>=1.11", "types-PyYAML"]
+
+# Keep every test run offline and quiet.
+OFFLINE_ENV = {
+    "OTEL_SDK_DISABLED": "false",
+    "OTEL_TRACES_EXPORTER": "none",
+    "OTEL_METRICS_EXPORTER": "none",
+    "OTEL_LOGS_EXPORTER": "none",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "DSP_CACHEBOOL": "False",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def install_local(session: nox.Session, *extra: str, editable: bool = True) -> None:
+    local: list[str] = []
+    for package in LOCAL_PACKAGES:
+        local += ["-e", package] if editable else [package]
+    session.install(*local, *extra)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """All tests (except the Phoenix end-to-end test) against the latest SDKs."""
+    install_local(session, *LATEST_SDKS, *TEST_TOOLS)
+    session.run("pytest", "-m", "not e2e", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def tests_min(session: nox.Session) -> None:
+    """All tests against the lowest supported SDK versions."""
+    install_local(session, *LOWEST_SDKS, *TEST_TOOLS)
+    session.run("pytest", "-m", "not e2e", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format) and mypy --strict on the distributions."""
+    install_local(session, *LATEST_SDKS, *LINT_TOOLS, *TEST_TOOLS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    sources = [f"{package}/src" for package in LOCAL_PACKAGES]
+    session.run("mypy", *sources)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: a multi-user chatbot traced into the embedded store, then its sessions."""
+    install_local(session, *LATEST_SDKS)
+    store = os.environ.get("CONVOTEL_STORE", str(ROOT / ".convotel" / "demo.sqlite3"))
+    session.run("convotel", "demo", "--store", store, *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Per-call overhead of every adapter against the uninstrumented call and other tracers."""
+    install_local(
+        session,
+        *LATEST_SDKS,
+        "openinference-instrumentation-openai",
+        "openinference-instrumentation-mistralai",
+        "opentelemetry-instrumentation-openai",
+    )
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Build real wheels, install them (no editable paths) and import every adapter."""
+    dist = ROOT / ".nox" / "dist"
+    session.install("build")
+    for package in LOCAL_PACKAGES:
+        session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), package)
+    wheels = sorted(str(path) for path in dist.glob("convotel*.whl"))
+    session.install(*wheels, *LATEST_SDKS)
+    session.run(
+        "python",
+        "-c",
+        "import convotel, convotel.openai, convotel.mistralai, convotel.llama_index, "
+        "convotel.dspy; print('namespace ok:', list(convotel.__path__))",
+    )

@@ -1,0 +1,72 @@
+"""The OpenTelemetry GenAI names for what convotel records under OpenInference names.
+
+Switched on with ``TraceConfig(enable_genai_semconv=True)`` (or
+``OPENINFERENCE_ENABLE_GENAI_SEMCONV=true``): every span then also carries
+``gen_ai.conversation.id``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
+``gen_ai.usage.*``... so backends that read the GenAI conventions see the same sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes, ToolAttributes
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+
+__all__ = ["genai_attributes"]
+
+Pair = tuple[str, Any]
+
+_OPERATIONS = {
+    OpenInferenceSpanKindValues.LLM.value: gen_ai.GenAiOperationNameValues.CHAT.value,
+    OpenInferenceSpanKindValues.EMBEDDING.value: gen_ai.GenAiOperationNameValues.EMBEDDINGS.value,
+    OpenInferenceSpanKindValues.TOOL.value: gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value,
+    OpenInferenceSpanKindValues.AGENT.value: gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value,
+    OpenInferenceSpanKindValues.RETRIEVER.value: gen_ai.GenAiOperationNameValues.RETRIEVAL.value,
+}
+
+#: OpenInference provider values whose GenAI name differs.
+_PROVIDERS = {"mistralai": "mistral_ai", "azure": "azure.ai.openai", "google": "gcp.gen_ai"}
+
+_DIRECT = (
+    (SpanAttributes.SESSION_ID, gen_ai.GEN_AI_CONVERSATION_ID),
+    (SpanAttributes.LLM_RESPONSE_MODEL_NAME, gen_ai.GEN_AI_RESPONSE_MODEL),
+    (SpanAttributes.LLM_TOKEN_COUNT_PROMPT, gen_ai.GEN_AI_USAGE_INPUT_TOKENS),
+    (SpanAttributes.LLM_TOKEN_COUNT_COMPLETION, gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS),
+    (
+        SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ,
+        gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    ),
+    (
+        SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING,
+        gen_ai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+    ),
+    (ToolAttributes.TOOL_NAME, "gen_ai.tool.name"),
+)
+
+
+def genai_attributes(attributes: Mapping[str, Any]) -> Iterator[Pair]:
+    """GenAI-convention pairs derived from a span's OpenInference attributes."""
+    operation = _OPERATIONS.get(str(attributes.get(SpanAttributes.OPENINFERENCE_SPAN_KIND)))
+    if operation is not None:
+        yield gen_ai.GEN_AI_OPERATION_NAME, operation
+    provider = attributes.get(SpanAttributes.LLM_PROVIDER) or attributes.get(
+        SpanAttributes.LLM_SYSTEM
+    )
+    if isinstance(provider, str):
+        yield gen_ai.GEN_AI_PROVIDER_NAME, _PROVIDERS.get(provider, provider)
+    request_model = (
+        attributes.get(SpanAttributes.LLM_REQUEST_MODEL_NAME)
+        or attributes.get(SpanAttributes.LLM_MODEL_NAME)
+        or attributes.get(SpanAttributes.EMBEDDING_MODEL_NAME)
+    )
+    if request_model is not None:
+        yield gen_ai.GEN_AI_REQUEST_MODEL, request_model
+    for source, target in _DIRECT:
+        value = attributes.get(source)
+        if value is not None:
+            yield target, value
+    finish_reason = attributes.get(SpanAttributes.LLM_FINISH_REASON)
+    if isinstance(finish_reason, str):
+        yield gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, [finish_reason]
