@@ -206,3 +206,20 @@ def test_genai_names_are_off_by_default(
         Tracing(tracer_provider.get_tracer("t")).start("chat", "LLM").end()
     attributes = dict(span_exporter.get_finished_spans()[0].attributes or {})
     assert not [key for key in attributes if key.startswith("gen_ai.")]
+
+
+def test_propagator_is_loadable_by_name_through_otel_propagators(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    from opentelemetry import propagate as otel_propagate
+
+    monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext,baggage,convotel_session")
+    reloaded = importlib.reload(otel_propagate)
+    try:
+        names = [type(p).__name__ for p in reloaded.get_global_textmap()._propagators]  # type: ignore[attr-defined]
+        assert names[-1] == "SessionBaggagePropagator"
+    finally:
+        monkeypatch.delenv("OTEL_PROPAGATORS")
+        importlib.reload(otel_propagate)
