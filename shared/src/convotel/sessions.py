@@ -1,0 +1,498 @@
+"""The one read model of "a session", shared by `convotel sessions` and the pytest plugin.
+
+Finished spans (OpenTelemetry ``ReadableSpan`` objects or rows of the SQLite store) are adapted to
+:class:`SpanRecord` and grouped the way Arize Phoenix groups them:
+
+- a *turn* is one trace (a root span and its descendants);
+- a trace belongs to the session of the first span in it (by start time, root first) that carries
+  ``session.id``; traces without any ``session.id`` belong to no session;
+- a session's user is the first non-empty ``user.id`` among its spans, in time order;
+- tokens are summed over LLM-kind spans only (``llm.token_count.prompt``/``completion``; ``total``
+  when reported, else prompt + completion), so a framework span wrapping a provider span is not
+  counted twice;
+- an error is counted where it happened: a span with status ERROR none of whose children has
+  status ERROR (an exception bubbling up through three spans is one error).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from openinference.semconv.trace import (
+    MessageAttributes,
+    MessageContentAttributes,
+    OpenInferenceMimeTypeValues,
+    OpenInferenceSpanKindValues,
+    SpanAttributes,
+    ToolCallAttributes,
+)
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.semconv.attributes.exception_attributes import (
+    EXCEPTION_MESSAGE,
+    EXCEPTION_TYPE,
+)
+from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.util.types import AttributeValue
+
+__all__ = [
+    "Session",
+    "SessionGrouping",
+    "SpanEvent",
+    "SpanRecord",
+    "TokenCounts",
+    "ToolCall",
+    "Turn",
+    "TurnError",
+    "as_span_record",
+    "build_sessions",
+    "group_by_session",
+]
+
+_LLM_KIND = OpenInferenceSpanKindValues.LLM.value
+_JSON_MIME = OpenInferenceMimeTypeValues.JSON.value
+_EXCEPTION_EVENT = "exception"
+
+
+@dataclass(frozen=True)
+class SpanEvent:
+    """One span event (``exception`` events explain errors)."""
+
+    name: str
+    time_ns: int
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    """A finished span reduced to what the read model needs; built from SDK spans or store rows."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    start_ns: int
+    end_ns: int
+    status_code: str = "UNSET"
+    status_message: str | None = None
+    kind: str = "INTERNAL"
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    events: tuple[SpanEvent, ...] = ()
+    resource_attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+    @classmethod
+    def from_readable_span(cls, span: ReadableSpan) -> SpanRecord:
+        """Adapt a finished OpenTelemetry SDK span."""
+        context = span.get_span_context()
+        if context is None:
+            raise ValueError(f"span {span.name!r} has no span context")
+        parent = span.parent
+        return cls(
+            trace_id=format_trace_id(context.trace_id),
+            span_id=format_span_id(context.span_id),
+            parent_id=format_span_id(parent.span_id) if parent is not None else None,
+            name=span.name,
+            start_ns=span.start_time or 0,
+            end_ns=span.end_time or span.start_time or 0,
+            status_code=span.status.status_code.name,
+            status_message=span.status.description,
+            kind=span.kind.name,
+            attributes=dict(span.attributes or {}),
+            events=tuple(
+                SpanEvent(event.name, event.timestamp, dict(event.attributes or {}))
+                for event in span.events
+            ),
+            resource_attributes=dict(span.resource.attributes),
+        )
+
+    @property
+    def span_kind(self) -> str | None:
+        """The OpenInference span kind (``LLM``, ``CHAIN``, ...), if set."""
+        value = self.attributes.get(SpanAttributes.OPENINFERENCE_SPAN_KIND)
+        return value.upper() if isinstance(value, str) else None
+
+    @property
+    def is_llm(self) -> bool:
+        return self.span_kind == _LLM_KIND
+
+    @property
+    def session_id(self) -> str | None:
+        return identifier(self.attributes.get(SpanAttributes.SESSION_ID))
+
+    @property
+    def user_id(self) -> str | None:
+        return identifier(self.attributes.get(SpanAttributes.USER_ID))
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code == "ERROR"
+
+    @property
+    def duration_ns(self) -> int:
+        return max(0, self.end_ns - self.start_ns)
+
+    def describe(self) -> str:
+        """A one-line description for assertion messages and logs."""
+        kind = self.span_kind or self.kind
+        return f"span {self.name!r} ({kind}, trace {self.trace_id}, span {self.span_id})"
+
+
+SpanLike: TypeAlias = "SpanRecord | ReadableSpan"
+
+
+def as_span_record(span: SpanLike) -> SpanRecord:
+    """Adapt either kind of finished span to a :class:`SpanRecord`."""
+    return span if isinstance(span, SpanRecord) else SpanRecord.from_readable_span(span)
+
+
+def identifier(value: object) -> str | None:
+    """A session/user id as the read model sees it: a non-blank string (ints are stringified)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value
+    return None
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """Prompt, completion and total token counts."""
+
+    prompt: int = 0
+    completion: int = 0
+    total: int = 0
+
+    def __add__(self, other: TokenCounts) -> TokenCounts:
+        return TokenCounts(
+            self.prompt + other.prompt,
+            self.completion + other.completion,
+            self.total + other.total,
+        )
+
+    @classmethod
+    def of_span(cls, span: SpanRecord) -> TokenCounts:
+        """The counts an LLM span reports (zero for any other kind)."""
+        if not span.is_llm:
+            return cls()
+        prompt = _count(span.attributes.get(SpanAttributes.LLM_TOKEN_COUNT_PROMPT))
+        completion = _count(span.attributes.get(SpanAttributes.LLM_TOKEN_COUNT_COMPLETION))
+        total = _count(span.attributes.get(SpanAttributes.LLM_TOKEN_COUNT_TOTAL))
+        return cls(prompt, completion, total or prompt + completion)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call the model asked for (``llm.output_messages.*.message.tool_calls.*``)."""
+
+    name: str
+    arguments: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class TurnError:
+    """Where a turn failed: the innermost error span and its message."""
+
+    span_name: str
+    span_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One trace: a user request and everything the app did to answer it."""
+
+    trace_id: str
+    session_id: str | None
+    user_id: str | None
+    root: SpanRecord
+    spans: tuple[SpanRecord, ...]
+    input: str | None
+    output: str | None
+    tool_calls: tuple[ToolCall, ...]
+    errors: tuple[TurnError, ...]
+    tokens: TokenCounts
+    llm_calls: int
+    start_ns: int
+    end_ns: int
+
+    @property
+    def latency_ns(self) -> int:
+        """Duration of the root span (the whole request as the app saw it)."""
+        return self.root.duration_ns
+
+    @property
+    def spans_without_session(self) -> tuple[SpanRecord, ...]:
+        return tuple(span for span in self.spans if span.session_id is None)
+
+    @property
+    def stray_spans(self) -> tuple[SpanRecord, ...]:
+        """Spans carrying a different ``session.id`` than the one the turn belongs to."""
+        return tuple(
+            span
+            for span in self.spans
+            if span.session_id is not None and span.session_id != self.session_id
+        )
+
+    @property
+    def user_ids(self) -> tuple[str, ...]:
+        return _distinct(span.user_id for span in self.spans)
+
+    def describe(self) -> str:
+        text = _shorten(self.input, 60)
+        return f"turn {self.trace_id} (root {self.root.name!r}, input {text!r})"
+
+
+@dataclass(frozen=True)
+class Session:
+    """The turns that share one ``session.id``, in time order."""
+
+    session_id: str
+    turns: tuple[Turn, ...]
+
+    @property
+    def user_id(self) -> str | None:
+        """The first non-empty ``user.id`` in the session (as Phoenix reports it)."""
+        return next(iter(self.user_ids), None)
+
+    @property
+    def user_ids(self) -> tuple[str, ...]:
+        return _distinct(user for turn in self.turns for user in turn.user_ids)
+
+    @property
+    def spans(self) -> tuple[SpanRecord, ...]:
+        return tuple(span for turn in self.turns for span in turn.spans)
+
+    @property
+    def llm_calls(self) -> int:
+        return sum(turn.llm_calls for turn in self.turns)
+
+    @property
+    def tokens(self) -> TokenCounts:
+        return sum((turn.tokens for turn in self.turns), TokenCounts())
+
+    @property
+    def errors(self) -> int:
+        return sum(len(turn.errors) for turn in self.turns)
+
+    @property
+    def first_time_ns(self) -> int:
+        return min(turn.start_ns for turn in self.turns)
+
+    @property
+    def last_time_ns(self) -> int:
+        return max(turn.end_ns for turn in self.turns)
+
+    @property
+    def total_latency_ns(self) -> int:
+        """Sum of the turns' latencies (time the user spent waiting, not wall-clock span)."""
+        return sum(turn.latency_ns for turn in self.turns)
+
+    @property
+    def first_input(self) -> str | None:
+        return self.turns[0].input
+
+    @property
+    def last_output(self) -> str | None:
+        return self.turns[-1].output
+
+
+@dataclass(frozen=True)
+class SessionGrouping:
+    """Sessions plus the turns that carried no ``session.id`` at all."""
+
+    sessions: tuple[Session, ...]
+    turns_without_session: tuple[Turn, ...]
+
+    def get(self, session_id: str) -> Session | None:
+        return next((s for s in self.sessions if s.session_id == session_id), None)
+
+
+def group_by_session(spans: Iterable[SpanLike]) -> SessionGrouping:
+    """Group finished spans into turns and sessions (sessions in order of first activity)."""
+    by_trace: dict[str, list[SpanRecord]] = {}
+    for span in spans:
+        record = as_span_record(span)
+        by_trace.setdefault(record.trace_id, []).append(record)
+    turns = sorted(
+        (build_turn(trace_spans) for trace_spans in by_trace.values()),
+        key=lambda turn: (turn.start_ns, turn.trace_id),
+    )
+    by_session: dict[str, list[Turn]] = {}
+    orphans: list[Turn] = []
+    for turn in turns:
+        if turn.session_id is None:
+            orphans.append(turn)
+        else:
+            by_session.setdefault(turn.session_id, []).append(turn)
+    sessions = tuple(
+        Session(session_id, tuple(session_turns))
+        for session_id, session_turns in by_session.items()
+    )
+    return SessionGrouping(sessions, tuple(orphans))
+
+
+def build_sessions(spans: Iterable[SpanLike]) -> list[Session]:
+    """The sessions found in ``spans``, in order of first activity."""
+    return list(group_by_session(spans).sessions)
+
+
+def build_turn(trace_spans: Sequence[SpanRecord]) -> Turn:
+    """Summarise the spans of one trace."""
+    if not trace_spans:
+        raise ValueError("a turn needs at least one span")
+    span_ids = {span.span_id for span in trace_spans}
+    ordered = sorted(
+        trace_spans,
+        key=lambda span: (span.start_ns, span.parent_id in span_ids),
+    )
+    roots = [span for span in ordered if span.parent_id not in span_ids]
+    root = roots[0] if roots else ordered[0]
+    llm_spans = [span for span in ordered if span.is_llm]
+    return Turn(
+        trace_id=root.trace_id,
+        session_id=next((s.session_id for s in ordered if s.session_id is not None), None),
+        user_id=next((s.user_id for s in ordered if s.user_id is not None), None),
+        root=root,
+        spans=tuple(ordered),
+        input=_turn_input(root, llm_spans),
+        output=_turn_output(root, llm_spans),
+        tool_calls=tuple(call for span in llm_spans for call in _tool_calls(span)),
+        errors=_turn_errors(ordered),
+        tokens=sum((TokenCounts.of_span(span) for span in llm_spans), TokenCounts()),
+        llm_calls=len(llm_spans),
+        start_ns=min(span.start_ns for span in ordered),
+        end_ns=max(span.end_ns for span in ordered),
+    )
+
+
+def _turn_input(root: SpanRecord, llm_spans: Sequence[SpanRecord]) -> str | None:
+    """The root's text input, else the user's last message to the first model call."""
+    text = _plain_text(root, SpanAttributes.INPUT_VALUE, SpanAttributes.INPUT_MIME_TYPE)
+    if text is not None:
+        return text
+    for span in llm_spans:
+        user_messages = [
+            content
+            for role, content in _messages(span, SpanAttributes.LLM_INPUT_MESSAGES)
+            if role == "user" and content
+        ]
+        if user_messages:
+            return user_messages[-1]
+    return _raw_value(root, llm_spans[:1], SpanAttributes.INPUT_VALUE)
+
+
+def _turn_output(root: SpanRecord, llm_spans: Sequence[SpanRecord]) -> str | None:
+    """The root's text output, else the last model call's reply."""
+    text = _plain_text(root, SpanAttributes.OUTPUT_VALUE, SpanAttributes.OUTPUT_MIME_TYPE)
+    if text is not None:
+        return text
+    for span in reversed(llm_spans):
+        replies = [
+            content for _, content in _messages(span, SpanAttributes.LLM_OUTPUT_MESSAGES) if content
+        ]
+        if replies:
+            return replies[0]
+    return _raw_value(root, llm_spans[-1:], SpanAttributes.OUTPUT_VALUE)
+
+
+def _plain_text(span: SpanRecord, value_key: str, mime_key: str) -> str | None:
+    value = span.attributes.get(value_key)
+    if not isinstance(value, str) or not value:
+        return None
+    return None if span.attributes.get(mime_key) == _JSON_MIME else value
+
+
+def _raw_value(root: SpanRecord, llm_spans: Sequence[SpanRecord], key: str) -> str | None:
+    for span in (root, *llm_spans):
+        value = span.attributes.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _messages(span: SpanRecord, prefix: str) -> Iterator[tuple[str | None, str | None]]:
+    """(role, text) of each message under ``prefix`` in index order."""
+    for fields in _indexed(span.attributes, prefix).values():
+        role = fields.get(MessageAttributes.MESSAGE_ROLE)
+        yield (role if isinstance(role, str) else None), _message_text(fields)
+
+
+def _message_text(fields: Mapping[str, AttributeValue]) -> str | None:
+    content = fields.get(MessageAttributes.MESSAGE_CONTENT)
+    if isinstance(content, str):
+        return content
+    parts = _indexed(fields, MessageAttributes.MESSAGE_CONTENTS)
+    texts = [
+        text
+        for part in parts.values()
+        if isinstance(text := part.get(MessageContentAttributes.MESSAGE_CONTENT_TEXT), str)
+    ]
+    return "\n".join(texts) if texts else None
+
+
+def _tool_calls(span: SpanRecord) -> Iterator[ToolCall]:
+    for message in _indexed(span.attributes, SpanAttributes.LLM_OUTPUT_MESSAGES).values():
+        for call in _indexed(message, MessageAttributes.MESSAGE_TOOL_CALLS).values():
+            name = call.get(ToolCallAttributes.TOOL_CALL_FUNCTION_NAME)
+            arguments = call.get(ToolCallAttributes.TOOL_CALL_FUNCTION_ARGUMENTS_JSON)
+            call_id = call.get(ToolCallAttributes.TOOL_CALL_ID)
+            yield ToolCall(
+                name=name if isinstance(name, str) else "?",
+                arguments=arguments if isinstance(arguments, str) else None,
+                id=call_id if isinstance(call_id, str) else None,
+            )
+
+
+def _indexed(
+    attributes: Mapping[str, AttributeValue], prefix: str
+) -> dict[int, dict[str, AttributeValue]]:
+    """Split flattened ``prefix.{i}.rest`` keys into ``{i: {rest: value}}``, sorted by ``i``."""
+    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.(.+)")
+    groups: dict[int, dict[str, AttributeValue]] = {}
+    for key, value in attributes.items():
+        match = pattern.fullmatch(key)
+        if match:
+            groups.setdefault(int(match.group(1)), {})[match.group(2)] = value
+    return dict(sorted(groups.items()))
+
+
+def _turn_errors(spans: Sequence[SpanRecord]) -> tuple[TurnError, ...]:
+    failed_parents = {span.parent_id for span in spans if span.is_error}
+    return tuple(
+        TurnError(span.name, span.span_id, _error_message(span))
+        for span in spans
+        if span.is_error and span.span_id not in failed_parents
+    )
+
+
+def _error_message(span: SpanRecord) -> str:
+    for event in span.events:
+        if event.name == _EXCEPTION_EVENT:
+            kind = event.attributes.get(EXCEPTION_TYPE)
+            message = event.attributes.get(EXCEPTION_MESSAGE)
+            text = ": ".join(str(part) for part in (kind, message) if part)
+            if text:
+                return text
+    return span.status_message or "error"
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, (int, float)):
+        return int(value)
+    return 0
+
+
+def _distinct(values: Iterable[str | None]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(value for value in values if value is not None))
+
+
+def _shorten(text: str | None, width: int) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
