@@ -15,6 +15,8 @@ import nox
 
 ROOT = Path(__file__).parent
 nox.options.default_venv_backend = "uv|virtualenv"
+# uv does not write bytecode by default; without it every test run compiles every import.
+os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
 
@@ -41,8 +43,14 @@ LATEST_SDKS = [
     "dspy>=3.0.0,<4",
 ]
 
-#: The same SDKs at the lowest versions convotel supports.
+#: The core's dependencies and the SDKs at the lowest versions convotel supports.
 LOWEST_SDKS = [
+    "opentelemetry-api==1.37.0",
+    "opentelemetry-sdk==1.37.0",
+    "opentelemetry-instrumentation==0.58b0",
+    "opentelemetry-semantic-conventions==0.58b0",
+    "openinference-semantic-conventions==0.1.33",
+    "wrapt==1.16.0",
     "openai==3.0.0",
     "mistralai==2.0.0",
     "llama-index-core==0.12.0",
@@ -60,6 +68,7 @@ OFFLINE_ENV = {
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     "DSP_CACHEBOOL": "False",
     "HF_HUB_OFFLINE": "1",
+    "PYTHONDONTWRITEBYTECODE": "",
     "TOKENIZERS_PARALLELISM": "false",
 }
 

@@ -73,7 +73,7 @@ def test_set_drops_none_encodes_dicts_and_never_raises(
     assert attributes["a.dict"] == '{"x": [1, 2]}'
     assert attributes["a.list_of_dicts"] == '[{"y": 1}]'
     assert attributes["a.strings"] == ("p", "q")
-    assert attributes["a.numbers"] == (1, 2.5)
+    assert attributes["a.numbers"] == (1.0, 2.5)
     assert isinstance(attributes["a.weird"], str)
     assert attributes["a.bytes"] == '"<2 bytes>"'
 

@@ -11,20 +11,35 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes, ToolAttributes
+from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 __all__ = ["genai_attributes"]
 
 Pair = tuple[str, Any]
 
+
+def _operation(member: str, fallback: str) -> str:
+    """An operation name from the conventions package (older releases lack some members)."""
+    value = getattr(gen_ai.GenAiOperationNameValues, member, None)
+    return str(value.value) if value is not None else fallback
+
+
 _OPERATIONS = {
-    OpenInferenceSpanKindValues.LLM.value: gen_ai.GenAiOperationNameValues.CHAT.value,
-    OpenInferenceSpanKindValues.EMBEDDING.value: gen_ai.GenAiOperationNameValues.EMBEDDINGS.value,
-    OpenInferenceSpanKindValues.TOOL.value: gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value,
-    OpenInferenceSpanKindValues.AGENT.value: gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value,
-    OpenInferenceSpanKindValues.RETRIEVER.value: gen_ai.GenAiOperationNameValues.RETRIEVAL.value,
+    OpenInferenceSpanKindValues.LLM.value: _operation("CHAT", "chat"),
+    OpenInferenceSpanKindValues.EMBEDDING.value: _operation("EMBEDDINGS", "embeddings"),
+    OpenInferenceSpanKindValues.TOOL.value: _operation("EXECUTE_TOOL", "execute_tool"),
+    OpenInferenceSpanKindValues.AGENT.value: _operation("INVOKE_AGENT", "invoke_agent"),
+    OpenInferenceSpanKindValues.RETRIEVER.value: _operation("RETRIEVAL", "retrieval"),
 }
+
+# Added to the conventions package after 0.58b0 (the oldest release convotel supports).
+_CACHE_READ_INPUT_TOKENS: str = getattr(
+    gen_ai, "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS", "gen_ai.usage.cache_read.input_tokens"
+)
+_REASONING_OUTPUT_TOKENS: str = getattr(
+    gen_ai, "GEN_AI_USAGE_REASONING_OUTPUT_TOKENS", "gen_ai.usage.reasoning.output_tokens"
+)
 
 #: OpenInference provider values whose GenAI name differs.
 _PROVIDERS = {"mistralai": "mistral_ai", "azure": "azure.ai.openai", "google": "gcp.gen_ai"}
@@ -34,15 +49,9 @@ _DIRECT = (
     (SpanAttributes.LLM_RESPONSE_MODEL_NAME, gen_ai.GEN_AI_RESPONSE_MODEL),
     (SpanAttributes.LLM_TOKEN_COUNT_PROMPT, gen_ai.GEN_AI_USAGE_INPUT_TOKENS),
     (SpanAttributes.LLM_TOKEN_COUNT_COMPLETION, gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS),
-    (
-        SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ,
-        gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-    ),
-    (
-        SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING,
-        gen_ai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
-    ),
-    (ToolAttributes.TOOL_NAME, "gen_ai.tool.name"),
+    (SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ, _CACHE_READ_INPUT_TOKENS),
+    (SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING, _REASONING_OUTPUT_TOKENS),
+    (SpanAttributes.TOOL_NAME, "gen_ai.tool.name"),
 )
 
 

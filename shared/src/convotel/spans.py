@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from enum import Enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import wrapt
 from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
@@ -78,6 +78,11 @@ _PLAIN_TYPES = (str, bool, int, float)
 
 _logged: set[str] = set()
 
+if TYPE_CHECKING:  # wrapt >= 2 types ObjectProxy as a generic; wrapt 1.x cannot subscript it
+    _ProxyBase = wrapt.ObjectProxy[Any]
+else:
+    _ProxyBase = wrapt.ObjectProxy
+
 
 def log_once(where: str, exc: BaseException | None = None) -> None:
     """Log a failure of convotel's own code once per place, never raising."""
@@ -108,6 +113,10 @@ def _attribute_value(value: Any) -> AttributeValue | None:
         if all(isinstance(item, str) for item in value):
             return list(value)
         if all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in value):
+            if all(isinstance(item, int) for item in value):
+                return list(value)
+            return [float(item) for item in value]  # sequences must be of one type
+        if all(isinstance(item, bool) for item in value):
             return list(value)
         return safe_json_dumps(value)
     return safe_json_dumps(value)
@@ -479,7 +488,7 @@ class _StreamState:
         call.end(error=error, ok=outcome is not StreamOutcome.ABANDONED)
 
 
-class StreamProxy(wrapt.ObjectProxy[Any]):
+class StreamProxy(_ProxyBase):
     """A transparent proxy for a synchronous stream that ends the call's span exactly once."""
 
     def __init__(self, stream: Any, call: CallSpan, accumulator: StreamAccumulator) -> None:
@@ -527,7 +536,7 @@ class StreamProxy(wrapt.ObjectProxy[Any]):
         _end_abandoned(self)
 
 
-class AsyncStreamProxy(wrapt.ObjectProxy[Any]):
+class AsyncStreamProxy(_ProxyBase):
     """A transparent proxy for an asynchronous stream that ends the call's span exactly once."""
 
     def __init__(self, stream: Any, call: CallSpan, accumulator: StreamAccumulator) -> None:
