@@ -1,0 +1,156 @@
+"""Stream accumulators: what a Mistral stream said, collected chunk by chunk for the span."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any
+
+from openinference.semconv.trace import SpanAttributes
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GEN_AI_CONVERSATION_ID
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+
+from convotel.attributes import Message, ToolCall, model_attributes, output_value_attributes
+from convotel.mistralai.extraction import (
+    Pair,
+    content_parts,
+    field,
+    output_messages,
+    usage_pairs,
+)
+
+
+def _text(content: Any) -> str:
+    """The text of a delta's content: a string, or the text parts of a chunk list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.text or "" for part in content_parts(content) if part.type == "text")
+    return ""
+
+
+@dataclass
+class _ToolCallParts:
+    id: str | None = None
+    name: str | None = None
+    arguments: list[str] = dataclass_field(default_factory=list)
+
+
+@dataclass
+class _Choice:
+    role: str = "assistant"
+    text: list[str] = dataclass_field(default_factory=list)
+    tool_calls: dict[int, _ToolCallParts] = dataclass_field(default_factory=dict)
+    finish_reason: str | None = None
+
+    def add_tool_call(self, raw: Any, position: int) -> None:
+        index = field(raw, "index")
+        parts = self.tool_calls.setdefault(
+            index if isinstance(index, int) else position, _ToolCallParts()
+        )
+        call_id, function = field(raw, "id"), field(raw, "function")
+        if call_id and call_id != "null":
+            parts.id = call_id
+        if field(function, "name"):
+            parts.name = field(function, "name")
+        arguments = field(function, "arguments")
+        if arguments:
+            parts.arguments.append(
+                arguments
+                if isinstance(arguments, str)
+                else json.dumps(arguments, ensure_ascii=False)
+            )
+
+    def message(self) -> Message:
+        calls = [
+            ToolCall(id=parts.id, name=parts.name, arguments="".join(parts.arguments) or None)
+            for _, parts in sorted(self.tool_calls.items())
+        ]
+        return Message(role=self.role, content="".join(self.text) or None, tool_calls=calls)
+
+
+class CompletionStreamAccumulator:
+    """Chat, FIM and agents streams: ``CompletionEvent`` chunks, usage in the last one."""
+
+    def __init__(self) -> None:
+        self._model: str | None = None
+        self._choices: dict[int, _Choice] = {}
+        self._usage: Any = None
+
+    def process(self, event: Any) -> None:
+        chunk = field(event, "data")
+        self._model = field(chunk, "model") or self._model
+        self._usage = field(chunk, "usage") or self._usage
+        for choice in field(chunk, "choices") or ():
+            state = self._choices.setdefault(field(choice, "index") or 0, _Choice())
+            delta = field(choice, "delta")
+            state.role = field(delta, "role") or state.role
+            state.text.append(_text(field(delta, "content")))
+            for position, raw_call in enumerate(field(delta, "tool_calls") or ()):
+                state.add_tool_call(raw_call, position)
+            state.finish_reason = field(choice, "finish_reason") or state.finish_reason
+
+    def attributes(self) -> Iterator[Pair]:
+        yield from model_attributes(response_model=self._model)
+        choices = [choice for _, choice in sorted(self._choices.items())]
+        messages = [choice.message() for choice in choices]
+        yield from output_messages(messages)
+        if choices and choices[0].finish_reason:
+            yield SpanAttributes.LLM_FINISH_REASON, str(choices[0].finish_reason)
+        yield from usage_pairs(self._usage)
+        if messages and messages[0].content:
+            yield from output_value_attributes(messages[0].content)
+
+
+class ConversationStreamAccumulator:
+    """Conversation streams: named events from ``conversation.response.started`` to ``.done``."""
+
+    def __init__(self) -> None:
+        self._conversation_id: str | None = None
+        self._model: str | None = None
+        self._replies: dict[Any, list[str]] = {}
+        self._calls: dict[str, _ToolCallParts] = {}
+        self._usage: Any = None
+        self._failed = False
+
+    def process(self, event: Any) -> None:
+        data = field(event, "data")
+        kind = field(data, "type")
+        self._model = field(data, "model") or self._model
+        if kind == "conversation.response.started":
+            self._conversation_id = field(data, "conversation_id")
+        elif kind == "message.output.delta":
+            self._replies.setdefault(field(data, "id"), []).append(_text(field(data, "content")))
+        elif kind == "function.call.delta":
+            parts = self._calls.setdefault(field(data, "tool_call_id") or "", _ToolCallParts())
+            parts.id, parts.name = field(data, "tool_call_id"), field(data, "name") or parts.name
+            parts.arguments.append(field(data, "arguments") or "")
+        elif kind == "conversation.response.done":
+            self._usage = field(data, "usage")
+        elif kind == "conversation.response.error":
+            self._failed = True
+
+    def attributes(self) -> Iterator[Pair]:
+        if self._conversation_id:
+            yield GEN_AI_CONVERSATION_ID, self._conversation_id
+        if self._failed:  # the stream itself ends normally; the core offers no ERROR status here
+            yield ERROR_TYPE, "conversation.response.error"
+        yield from model_attributes(response_model=self._model)
+        messages = [
+            Message(role="assistant", content="".join(text)) for text in self._replies.values()
+        ]
+        messages += [
+            Message(
+                role="assistant",
+                tool_calls=[
+                    ToolCall(id=parts.id, name=parts.name, arguments="".join(parts.arguments))
+                ],
+            )
+            for parts in self._calls.values()
+        ]
+        yield from output_messages(messages)
+        yield from usage_pairs(self._usage)
+        if messages and messages[0].content:
+            yield from output_value_attributes(messages[0].content)
