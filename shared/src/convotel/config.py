@@ -124,6 +124,8 @@ class TraceConfig:
     _decisions: dict[str, _Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    #: Keys whose values are recorded unchanged (filled as keys are seen; the hot-path check).
+    unchanged_keys: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for option in dataclasses.fields(self):
@@ -150,7 +152,10 @@ class TraceConfig:
             decision = self._decide(key)
             if len(self._decisions) >= _MAX_CACHED_KEYS:
                 self._decisions.clear()
+                self.unchanged_keys.clear()
             self._decisions[key] = decision
+            if decision is _Decision.KEEP and self.max_value_length is None:
+                self.unchanged_keys.add(key)
         if decision is _Decision.KEEP:
             if self.max_value_length is not None and isinstance(value, str):
                 return value[: self.max_value_length]

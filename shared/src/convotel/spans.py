@@ -75,6 +75,7 @@ _CHAIN = OpenInferenceSpanKindValues.CHAIN.value
 _TOKEN_COUNT_PREFIX = "llm.token_count"
 _CLAIM_KEY = context_api.create_key("convotel-model-call-claim")
 _PLAIN_TYPES = (str, bool, int, float)
+_PLAIN_TYPE_SET = frozenset(_PLAIN_TYPES)
 
 _logged: set[str] = set()
 
@@ -159,6 +160,9 @@ class CallSpan:
     def set(self, key: str, value: Any) -> None:
         """Record one attribute (applied when the span ends); ``None`` is ignored."""
         if value is None:
+            return
+        if type(value) in _PLAIN_TYPE_SET and key in self._config.unchanged_keys:
+            self._pending[key] = value
             return
         masked = self._config.mask(key, value)
         if masked is None:
