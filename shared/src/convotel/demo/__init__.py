@@ -1,0 +1,11 @@
+"""The ``convotel demo`` command: a small traced multi-user chatbot and its loopback LLM server.
+
+* :mod:`convotel.demo.app`: the command (``add_arguments`` / ``run``, called by ``convotel demo``).
+* :mod:`convotel.demo.script`: who says what, through which SDK.
+* :mod:`convotel.demo.bots`: the chatbot over the OpenAI, Mistral and LlamaIndex SDKs.
+* :mod:`convotel.demo.fake_server`: the in-process server speaking the OpenAI and Mistral wire
+  formats on 127.0.0.1, with :mod:`convotel.demo.fake_replies` as its deterministic "model".
+
+The demo needs the SDKs and adapters (``openai``, ``mistralai``, ``llama-index-core``,
+``convotel-openai``, ``convotel-mistralai``, ``convotel-llama-index``); the core does not.
+"""

@@ -1,0 +1,614 @@
+"""``convotel demo``: a small multi-user chatbot, traced by convotel, then its sessions.
+
+Four users hold seven conversations through the real OpenAI, Mistral and LlamaIndex SDKs, each
+conversation inside ``using_session``/``using_user``. Without ``--live`` (or without API keys) the
+SDKs talk to :class:`~convotel.demo.fake_server.FakeLLMServer` on 127.0.0.1. Spans go to the
+embedded SQLite store (``--store``) or to an OTLP/HTTP endpoint such as Phoenix (``--otlp``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import openai
+from openinference.semconv.resource import ResourceAttributes
+from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode, Tracer
+
+from convotel.cli import format_sessions_table, truncate
+from convotel.context import using_metadata, using_session, using_tags, using_user
+from convotel.demo.bots import (
+    ChatBot,
+    LlamaIndexChatBot,
+    MistralChatBot,
+    OpenAIChatBot,
+    Reply,
+    unsupported_features,
+)
+from convotel.demo.fake_server import FakeLLMServer
+from convotel.demo.script import CONVERSATIONS, MISTRAL_MODEL, Conversation, ScriptedTurn
+from convotel.propagation import SessionSpanProcessor
+from convotel.sessions import Session, build_sessions
+from convotel.store import SpanStore, SQLiteSpanExporter, StoreError, open_connection
+
+__all__ = ["add_arguments", "run"]
+
+DEFAULT_PROJECT = "convotel-demo"
+TURN_SPAN_NAME = "chat_turn"
+DEMO_TAG = "convotel-demo"
+#: (module, class) of every convotel instrumentor the demo turns on, by provider.
+INSTRUMENTORS = {
+    "openai": ("convotel.openai", "OpenAIInstrumentor"),
+    "mistral": ("convotel.mistralai", "MistralAIInstrumentor"),
+    "llama_index": ("convotel.llama_index", "LlamaIndexInstrumentor"),
+}
+#: SDKs the demo imports only when it needs them: (module, package to install).
+LAZY_SDKS = (("mistralai.client", "mistralai"), ("llama_index.core", "llama-index-core"))
+OTLP_EXPORTER = ("opentelemetry.exporter.otlp.proto.http", "opentelemetry-exporter-otlp-proto-http")
+_PROVIDER_NAMES = {"openai": "OpenAI", "mistral": "Mistral", "llama_index": "LlamaIndex"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``convotel demo`` options."""
+    parser.description = (
+        "Run a small multi-user chatbot (OpenAI, Mistral and LlamaIndex SDKs) traced by convotel, "
+        "then print its sessions. Without --live it talks to a loopback server on 127.0.0.1."
+    )
+    parser.add_argument(
+        "--store",
+        metavar="PATH",
+        help="SQLite span store to write (default: $CONVOTEL_STORE, else .convotel/spans.sqlite3;"
+        " not used with --otlp unless given)",
+    )
+    parser.add_argument(
+        "--otlp",
+        metavar="URL",
+        help="send spans over OTLP/HTTP, e.g. http://127.0.0.1:6006/v1/traces (Phoenix)",
+    )
+    parser.add_argument(
+        "--project",
+        default=DEFAULT_PROJECT,
+        help=f"openinference.project.name resource attribute (default {DEFAULT_PROJECT})",
+    )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="call the real APIs of the providers whose key is set "
+        "(OPENAI_API_KEY, MISTRAL_API_KEY); the others stay on the loopback server",
+    )
+    parser.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="suffix of this run's session ids (default: random, so runs never merge)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=3,
+        metavar="N",
+        help="conversations held at the same time, on N threads (default 3)",
+    )
+
+
+# -------------------------------------------------------------------------------- telemetry
+
+
+class ExportFailures(SpanExporter):
+    """Passes spans on to the OTLP ``exporter`` and counts those it failed to deliver."""
+
+    def __init__(self, exporter: SpanExporter, endpoint: str, project: str) -> None:
+        self.exporter = exporter
+        self.endpoint = endpoint
+        self.project = project
+        self.failed_spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.exporter.export(spans)
+        if result is not SpanExportResult.SUCCESS:
+            self.failed_spans += len(spans)
+        return result
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+
+@dataclass
+class Telemetry:
+    """The tracer provider and where its spans go."""
+
+    provider: TracerProvider
+    tracer: Tracer
+    store: SQLiteSpanExporter | None
+    otlp: ExportFailures | None
+    collector: InMemorySpanExporter | None
+
+    @property
+    def destination(self) -> str:
+        places = []
+        if self.store is not None:
+            places.append(f"the SQLite store {self.store.path}")
+        if self.otlp is not None:
+            places.append(f"OTLP/HTTP {self.otlp.endpoint} (project {self.otlp.project})")
+        return " and ".join(places)
+
+
+def _otlp_exporter(url: str) -> SpanExporter:
+    module = importlib.import_module(f"{OTLP_EXPORTER[0]}.trace_exporter")
+    exporter: SpanExporter = module.OTLPSpanExporter(endpoint=url)
+    return exporter
+
+
+def destination_problem(args: argparse.Namespace, telemetry: Telemetry) -> str | None:
+    """Why the spans could not be delivered (checked before the demo starts), or None."""
+    if telemetry.store is not None:
+        try:  # opening the store creates, migrates or rejects it
+            open_connection(telemetry.store.path, create=True, busy_timeout=5.0).close()
+        except StoreError as error:
+            return str(error)
+    if not args.otlp:
+        return None
+    url = urlsplit(args.otlp)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return f"--otlp {args.otlp!r} is not an http(s) URL such as http://127.0.0.1:6006/v1/traces"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=2).close()
+    except OSError as error:
+        return (
+            f"nothing answers at {url.hostname}:{port} ({error}); start the receiver first, "
+            "e.g. `phoenix serve` for Arize Phoenix"
+        )
+    return None
+
+
+def build_telemetry(args: argparse.Namespace) -> Telemetry:
+    """A tracer provider that stamps session ids on every span and exports in batches."""
+    resource = Resource.create(
+        {"service.name": "convotel-demo", ResourceAttributes.PROJECT_NAME: args.project}
+    )
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(SessionSpanProcessor())
+    store: SQLiteSpanExporter | None = None
+    otlp: ExportFailures | None = None
+    collector: InMemorySpanExporter | None = None
+    if args.store or not args.otlp:
+        store = SQLiteSpanExporter(args.store)
+        provider.add_span_processor(BatchSpanProcessor(store))
+    if args.otlp:
+        otlp = ExportFailures(_otlp_exporter(args.otlp), args.otlp, args.project)
+        provider.add_span_processor(BatchSpanProcessor(otlp))
+        if store is None:
+            collector = InMemorySpanExporter()  # for the summary printed at the end
+            provider.add_span_processor(SimpleSpanProcessor(collector))
+    tracer = provider.get_tracer("convotel.demo")
+    return Telemetry(provider, tracer, store, otlp, collector)
+
+
+@contextlib.contextmanager
+def instrumented(provider: TracerProvider, out: TextIO) -> Iterator[dict[str, bool]]:
+    """Turn on every installed convotel instrumentor for ``provider``; off again on exit."""
+    active: dict[str, bool] = {}
+    instrumentors: list[Any] = []
+    for name, (module_name, class_name) in INSTRUMENTORS.items():
+        try:
+            instrumentor = getattr(importlib.import_module(module_name), class_name)()
+        except (ImportError, AttributeError):
+            active[name] = False
+            continue
+        if instrumentor.is_instrumented_by_opentelemetry:
+            # e.g. under `opentelemetry-instrument`: leave it as it is (its spans go elsewhere).
+            print(
+                f"note: {class_name} was already on; its spans go to the provider it was "
+                "given there, not to this demo's",
+                file=out,
+            )
+            active[name] = True
+            continue
+        instrumentor.instrument(tracer_provider=provider)
+        active[name] = bool(instrumentor.is_instrumented_by_opentelemetry)
+        if active[name]:
+            instrumentors.append(instrumentor)
+    missing = [_PROVIDER_NAMES[name] for name, on in active.items() if not on]
+    if missing:
+        print(
+            f"note: no convotel instrumentor active for {', '.join(missing)} "
+            "(not installed or SDK version unsupported); "
+            "LlamaIndex calls are then still traced by the OpenAI instrumentor",
+            file=out,
+        )
+    try:
+        yield active
+    finally:
+        for instrumentor in instrumentors:
+            instrumentor.uninstrument()
+
+
+# ------------------------------------------------------------------------------ the clients
+
+
+@dataclass
+class Clients:
+    """The SDK clients, pointed at the loopback server or at the real APIs."""
+
+    openai: openai.OpenAI
+    mistral: Any
+    openai_live: bool
+    mistral_live: bool
+
+    def close(self) -> None:
+        self.openai.close()
+        with contextlib.suppress(Exception):
+            self.mistral.__exit__(None, None, None)
+
+
+def build_clients(server: FakeLLMServer | None, openai_live: bool, mistral_live: bool) -> Clients:
+    from mistralai.client import Mistral
+    from mistralai.client.utils import BackoffStrategy, RetryConfig
+
+    retry = RetryConfig("backoff", BackoffStrategy(50, 1000, 2.0, 10_000), True)
+    if openai_live:
+        openai_client = openai.OpenAI(max_retries=2)
+    else:
+        assert server is not None
+        openai_client = openai.OpenAI(
+            base_url=server.openai_base_url, api_key="sk-demo-loopback", max_retries=2
+        )
+    if mistral_live:
+        mistral = Mistral(api_key=os.environ["MISTRAL_API_KEY"], retry_config=retry)
+    else:
+        assert server is not None
+        mistral = Mistral(
+            api_key="demo-loopback", server_url=server.mistral_server_url, retry_config=retry
+        )
+    return Clients(openai_client, mistral, openai_live, mistral_live)
+
+
+def make_bot(conversation: Conversation, clients: Clients, tracer: Tracer) -> ChatBot:
+    if conversation.provider == "mistral":
+        return MistralChatBot(clients.mistral, MISTRAL_MODEL)
+    if conversation.provider == "llama_index":
+        return LlamaIndexChatBot(clients.openai)
+    return OpenAIChatBot(clients.openai, tracer, live=clients.openai_live)
+
+
+# -------------------------------------------------------------------------- the conversation
+
+
+@dataclass
+class Outcome:
+    """How the run went, for the exit status and the closing lines."""
+
+    session_ids: list[str]
+    turns: int = 0
+    failed_turns: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Progress:
+    """One line per turn, written whole (conversations run on several threads)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            print(text, file=self.out, flush=True)
+
+    def turn(
+        self,
+        conversation: Conversation,
+        number: int,
+        turn: ScriptedTurn,
+        reply: Reply | None,
+        elapsed: float,
+        error: BaseException | None = None,
+    ) -> None:
+        how = ["stream" if turn.stream else "json"]
+        if reply is not None and reply.tool_calls:
+            how.append("+".join(sorted(set(reply.tool_calls))))
+        if turn.fault == "rate_limited":
+            how.append("429→SDK retry")
+        tokens = (
+            f"{reply.prompt_tokens}→{reply.completion_tokens} tok"
+            if reply is not None and (reply.prompt_tokens or reply.completion_tokens)
+            else ""
+        )
+        head = (
+            f"  {'✗' if error else '✓'} {conversation.user_id:<7} {conversation.slug:<17}"
+            f"{number}/{len(conversation.turns)}  {_PROVIDER_NAMES[conversation.provider]:<10}"
+            f" {' '.join(how):<24} {tokens:>14} {elapsed * 1000:>6.0f} ms  "
+        )
+        said = truncate(turn.text, 44)
+        lines = [head + said]
+        if reply is not None:
+            lines += [
+                f"      ! {problem}: the bot retried and got an answer"
+                for problem in reply.recovered_errors
+            ]
+        if error is not None:
+            lines.append(f"      ! {type(error).__name__}: {truncate(str(error), 100)}")
+        self.line("\n".join(lines))
+
+
+def hold_conversation(
+    conversation: Conversation,
+    session_id: str,
+    run_id: str,
+    clients: Clients,
+    tracer: Tracer,
+    progress: Progress,
+    outcome: Outcome,
+) -> None:
+    """Play one conversation in its own session; every turn is one trace."""
+    metadata = {"demo_run": run_id, "provider": conversation.provider}
+    with (
+        using_session(session_id),
+        using_user(conversation.user_id),
+        using_metadata(metadata),
+        using_tags([DEMO_TAG, conversation.provider]),
+    ):
+        bot = make_bot(conversation, clients, tracer)
+        for number, turn in enumerate(conversation.turns, start=1):
+            attributes = {
+                SpanAttributes.OPENINFERENCE_SPAN_KIND: OpenInferenceSpanKindValues.CHAIN.value,
+                SpanAttributes.INPUT_VALUE: turn.text,
+            }
+            started = time.perf_counter()
+            reply: Reply | None = None
+            error: Exception | None = None
+            with tracer.start_as_current_span(
+                TURN_SPAN_NAME, attributes=attributes, record_exception=False
+            ) as span:
+                try:
+                    reply = bot.reply(turn)
+                except Exception as failure:  # noqa: BLE001 - the demo reports it and goes on
+                    error = failure
+                    span.record_exception(failure)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(failure).__name__}"))
+                else:
+                    span.set_attribute(SpanAttributes.OUTPUT_VALUE, reply.text)
+                    span.set_status(Status(StatusCode.OK))
+            with outcome.lock:
+                outcome.turns += 1
+                outcome.failed_turns += error is not None
+            progress.turn(conversation, number, turn, reply, time.perf_counter() - started, error)
+
+
+# ------------------------------------------------------------------------------- the summary
+
+
+def stored_sessions(
+    store_path: os.PathLike[str] | str, session_ids: Sequence[str]
+) -> list[Session]:
+    with SpanStore(store_path) as store:
+        found = [store.session(session_id) for session_id in session_ids]
+    return _by_recency([session for session in found if session is not None])
+
+
+def collected_sessions(
+    collector: InMemorySpanExporter, session_ids: Sequence[str]
+) -> list[Session]:
+    wanted = set(session_ids)
+    found = build_sessions(collector.get_finished_spans())
+    return _by_recency([session for session in found if session.session_id in wanted])
+
+
+def _by_recency(sessions: list[Session]) -> list[Session]:
+    return sorted(sessions, key=lambda session: (-session.last_time_ns, session.session_id))
+
+
+def _phoenix_hint(otlp_url: str, project: str) -> str:
+    base = otlp_url.split("/v1/traces")[0].rstrip("/")
+    return (
+        f"Open {base}/projects in a browser, pick the project {project!r} "
+        "and its Sessions tab to read each conversation (spans show up there within a second)."
+    )
+
+
+def delivery_problem(telemetry: Telemetry) -> str | None:
+    """Why some spans did not reach their destination (checked after the flush), or None."""
+    if telemetry.store is not None:
+        lost = telemetry.store.pending_spans + telemetry.store.dropped_spans
+        if lost:
+            return f"{lost} spans could not be written: {telemetry.store.last_error}"
+    if telemetry.otlp is not None and telemetry.otlp.failed_spans:
+        return (
+            f"{telemetry.otlp.failed_spans} spans could not be sent to "
+            f"OTLP/HTTP {telemetry.otlp.endpoint}"
+        )
+    return None
+
+
+def print_summary(telemetry: Telemetry, outcome: Outcome, out: TextIO) -> None:
+    """The sessions table of this run, read back from where the spans went."""
+    if telemetry.store is not None:
+        sessions = stored_sessions(telemetry.store.path, outcome.session_ids)
+    else:
+        assert telemetry.collector is not None
+        sessions = collected_sessions(telemetry.collector, outcome.session_ids)
+    print("", file=out)
+    print(format_sessions_table(sessions), file=out)
+    print("", file=out)
+    users = {session.user_id for session in sessions}
+    print(f"{len(sessions)} sessions of {len(users)} users, {outcome.turns} turns.", file=out)
+    if telemetry.store is not None:
+        store_option = f" --store {telemetry.store.path}"
+        example = sessions[0].session_id if sessions else "ID"
+        print(f"List them again:  convotel sessions{store_option}", file=out)
+        print(f"Read one:         convotel sessions{store_option} show {example}", file=out)
+    if telemetry.otlp is not None:
+        print(_phoenix_hint(telemetry.otlp.endpoint, telemetry.otlp.project), file=out)
+
+
+# ----------------------------------------------------------------------------------- run
+
+
+def missing_packages(otlp: bool) -> list[str]:
+    """The packages this run needs that are not installed."""
+    missing = []
+    for module, package in (*LAZY_SDKS, *((OTLP_EXPORTER,) if otlp else ())):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
+
+def _live_providers(args: argparse.Namespace, err: TextIO) -> tuple[bool, bool] | None:
+    if not args.live:
+        return False, False
+    openai_live = bool(os.environ.get("OPENAI_API_KEY"))
+    mistral_live = bool(os.environ.get("MISTRAL_API_KEY"))
+    if not (openai_live or mistral_live):
+        print("convotel demo: --live needs OPENAI_API_KEY and/or MISTRAL_API_KEY", file=err)
+        return None
+    return openai_live, mistral_live
+
+
+def _introduction(clients: Clients, server: FakeLLMServer | None, telemetry: Telemetry) -> str:
+    if server is None:
+        where = "the real APIs"
+    else:
+        live = [
+            name
+            for name, on in (("OpenAI", clients.openai_live), ("Mistral", clients.mistral_live))
+            if on
+        ]
+        where = f"the loopback server at {server.url}"
+        if live:
+            where += f" (and the real {' and '.join(live)} API)"
+    users = sorted({conversation.user_id for conversation in CONVERSATIONS})
+    return (
+        f"convotel demo: {len(CONVERSATIONS)} conversations of {len(users)} users "
+        f"({', '.join(users)}) through OpenAI, Mistral and LlamaIndex, answered by {where}.\n"
+        f"Spans go to {telemetry.destination}."
+    )
+
+
+def play_conversations(
+    clients: Clients, telemetry: Telemetry, run_id: str, workers: int, out: TextIO
+) -> Outcome:
+    """Every conversation of the script, ``workers`` at a time, with every instrumentor on."""
+    outcome = Outcome([c.session_id(run_id) for c in CONVERSATIONS])
+    progress = Progress(out)
+    with (
+        instrumented(telemetry.provider, out),
+        ThreadPoolExecutor(workers, thread_name_prefix="demo-user") as pool,
+    ):
+        futures = [
+            pool.submit(
+                hold_conversation,
+                conversation,
+                session_id,
+                run_id,
+                clients,
+                telemetry.tracer,
+                progress,
+                outcome,
+            )
+            for conversation, session_id in zip(CONVERSATIONS, outcome.session_ids, strict=True)
+        ]
+        for future in futures:
+            future.result()
+    return outcome
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; 0 when every turn got an answer and every span was delivered."""
+    out, err = sys.stdout, sys.stderr
+    missing = missing_packages(bool(args.otlp))
+    if missing:
+        print(
+            f"convotel demo: needs {' and '.join(missing)} (pip install {' '.join(missing)}), "
+            "or run it with `nox -s demo`",
+            file=err,
+        )
+        return 2
+    live = _live_providers(args, err)
+    if live is None:
+        return 2
+    if args.workers < 1:
+        print("convotel demo: --workers must be at least 1", file=err)
+        return 2
+    problems = [p for conversation in CONVERSATIONS for p in unsupported_features(conversation)]
+    if problems:
+        print(f"convotel demo: the script is inconsistent: {'; '.join(problems)}", file=err)
+        return 2
+    started = time.perf_counter()
+    telemetry = build_telemetry(args)
+    problem = destination_problem(args, telemetry)
+    if problem is not None:
+        telemetry.provider.shutdown()
+        print(f"convotel demo: {problem}", file=err)
+        return 1
+    openai_live, mistral_live = live
+    all_live = openai_live and mistral_live
+    server = None if all_live else FakeLLMServer(latency=0.02, token_delay=0.002).start()
+    try:
+        clients = build_clients(server, openai_live, mistral_live)
+        try:
+            print(_introduction(clients, server, telemetry), file=out)
+            outcome = play_conversations(
+                clients, telemetry, args.run_id or secrets.token_hex(3), args.workers, out
+            )
+        finally:
+            clients.close()
+    finally:
+        telemetry.provider.force_flush()
+        telemetry.provider.shutdown()
+        if server is not None:
+            server.stop()
+    problem = delivery_problem(telemetry)
+    if problem is not None:
+        print(f"convotel demo: {problem}", file=err)
+        return 1
+    try:
+        print_summary(telemetry, outcome, out)
+    except StoreError as error:
+        print(f"convotel demo: {error}", file=err)
+        return 1
+    print(f"Done in {time.perf_counter() - started:.1f} s.", file=out)
+    if outcome.failed_turns:
+        print(f"{outcome.failed_turns} turns got no answer (see the ✗ lines).", file=err)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m convotel.demo.app``: the same as ``convotel demo``."""
+    parser = argparse.ArgumentParser(prog="convotel demo")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,700 @@
+"""An in-process loopback server that speaks the OpenAI and Mistral HTTP wire formats.
+
+    with FakeLLMServer() as server:
+        client = openai.OpenAI(base_url=server.openai_base_url, api_key="demo")
+        mistral = mistralai.client.Mistral(server_url=server.mistral_server_url, api_key="demo")
+
+Routes: ``POST /v1/chat/completions`` (JSON, or server-sent events with ``"stream": true``),
+``POST /v1/embeddings`` and ``GET /v1/models``. OpenAI's formats are served under ``/v1`` (and
+``/openai/v1``), Mistral's under ``/mistral/v1``; a Mistral SDK pointed at the bare server URL is
+recognised by its User-Agent. Replies come from :mod:`convotel.demo.fake_replies` (deterministic
+per conversation, token counts from its documented tokenizer). An unknown model gets the
+provider's own error (OpenAI: 404 ``model_not_found``; Mistral: 400 ``invalid_model``).
+
+Fault injection: a request carrying the header ``x-convotel-fault: STATUS[*N][;retry-after-ms=MS]``
+is answered with that HTTP error (plus ``retry-after``/``retry-after-ms``) the first N times
+(default 1) the same request body arrives, then normally. The SDKs retry 429/5xx on their own, so
+``429`` shows a retried call and ``500*3`` (more failures than the OpenAI SDK's two retries) an
+error the application sees.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+
+from convotel.demo.fake_replies import (
+    ReplyPlan,
+    count_tokens,
+    embedding_vector,
+    plan_reply,
+    request_seed,
+)
+
+Flavour = Literal["openai", "mistral"]
+FAULT_HEADER = "x-convotel-fault"
+MISTRAL_PREFIX = "/mistral"
+_DEFAULT_DIMENSIONS = {"text-embedding-3-large": 3072, "mistral-embed": 1024}
+_FALLBACK_DIMENSIONS = 1536
+_OPENAI_SNAPSHOTS = {
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+}
+#: Model names the server answers for (by family); others get the provider's "no such model" error.
+_MODEL_FAMILIES: dict[Flavour, tuple[str, ...]] = {
+    "openai": ("gpt-", "chatgpt-", "o1", "o3", "o4", "text-embedding-", "davinci-", "babbage-"),
+    "mistral": (
+        "mistral-",
+        "open-mistral",
+        "open-mixtral",
+        "codestral",
+        "ministral",
+        "pixtral",
+        "magistral",
+        "devstral",
+    ),
+}
+_MODELS = {
+    "openai": ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small"),
+    "mistral": ("mistral-small-latest", "mistral-large-latest", "mistral-embed"),
+}
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """One request the server answered (for tests and the demo's progress output)."""
+
+    flavour: Flavour
+    method: str
+    path: str
+    status: int
+    stream: bool
+    body: Mapping[str, Any]
+    retry_count: int
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A parsed ``x-convotel-fault`` header."""
+
+    status: int
+    times: int = 1
+    retry_after_ms: int = 20
+
+    @classmethod
+    def parse(cls, header: str) -> FaultSpec:
+        """Parse ``STATUS[*N][;retry-after-ms=MS]``; raises ValueError when malformed."""
+        head, _, option = header.partition(";")
+        status_text, _, times_text = head.strip().partition("*")
+        status = int(status_text)
+        if not 400 <= status <= 599:
+            raise ValueError(f"fault status must be 4xx/5xx, got {status}")
+        times = int(times_text) if times_text else 1
+        retry_after_ms = 20
+        if option:
+            key, _, value = option.strip().partition("=")
+            if key.strip().lower() != "retry-after-ms":
+                raise ValueError(f"unknown fault option {key!r}")
+            retry_after_ms = int(value)
+        return cls(status, times, retry_after_ms)
+
+
+@dataclass
+class _Pending:
+    """What is known about the request being answered, until it is recorded."""
+
+    flavour: Flavour
+    route: str
+    retry_count: int
+    body: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = False
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str, error_type: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.code = code
+
+
+class _LoopbackHTTPServer(ThreadingHTTPServer):
+    """A threading server that treats a client hanging up (closed stream, pool reset) as normal."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+class FakeLLMServer:
+    """A loopback HTTP server (own daemon thread) answering like the OpenAI and Mistral APIs.
+
+    ``token_delay`` seconds are slept between streamed chunks and ``latency`` before every answer,
+    so spans show realistic (small) timings; both default to fast values.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        latency: float = 0.0,
+        token_delay: float = 0.0,
+    ) -> None:
+        self._address = (host, port)
+        self.latency = latency
+        self.token_delay = token_delay
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._fault_attempts: dict[str, int] = {}
+        self._served: list[ServedRequest] = []
+        self._counter = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> FakeLLMServer:
+        """Bind and serve in a daemon thread; returns self. Starting twice is an error."""
+        if self._httpd is not None:
+            raise RuntimeError("FakeLLMServer is already running")
+        handler = type("BoundHandler", (_Handler,), {"server_state": self})
+        httpd = _LoopbackHTTPServer(self._address, handler)
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="convotel-fake-llm",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (safe to call twice)."""
+        httpd, thread = self._httpd, self._thread
+        self._httpd = self._thread = None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- addresses and records ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the running server."""
+        if self._httpd is None:
+            raise RuntimeError("FakeLLMServer is not running")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """The ``base_url`` for ``openai.OpenAI``."""
+        return f"{self.url}/v1"
+
+    @property
+    def mistral_server_url(self) -> str:
+        """The ``server_url`` for ``mistralai.Mistral``."""
+        return f"{self.url}{MISTRAL_PREFIX}"
+
+    @property
+    def served(self) -> list[ServedRequest]:
+        """A copy of every request answered so far, in order."""
+        with self._lock:
+            return list(self._served)
+
+    def _record(self, request: ServedRequest) -> None:
+        with self._lock:
+            self._served.append(request)
+
+    def _next_id(self, seed: int) -> str:
+        with self._lock:
+            self._counter += 1
+            counter = self._counter
+        return hashlib.sha256(f"{seed}:{counter}".encode()).hexdigest()
+
+    def _should_fail(self, fault: FaultSpec, header: str, body: bytes) -> bool:
+        key = hashlib.sha256(header.encode() + b"\0" + body).hexdigest()
+        with self._lock:
+            attempts = self._fault_attempts.get(key, 0)
+            self._fault_attempts[key] = attempts + 1
+        return attempts < fault.times
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Parses a request, routes it, writes the provider-shaped answer."""
+
+    server_state: FakeLLMServer
+    _pending: _Pending | None = None
+    protocol_version = "HTTP/1.1"
+    server_version = "convotel-fake-llm/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: the demo prints its own progress."""
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _flavour_and_route(self) -> tuple[Flavour, str]:
+        path = self.path.split("?", 1)[0]
+        if path.startswith(MISTRAL_PREFIX + "/"):
+            return "mistral", path[len(MISTRAL_PREFIX) :]
+        if path.startswith("/openai/"):
+            return "openai", path[len("/openai") :]
+        agent = self.headers.get("user-agent", "").lower()
+        return ("mistral" if agent.startswith("mistral") else "openai"), path
+
+    def _send_json(self, status: int, payload: object, headers: Mapping[str, str] = {}) -> None:
+        data = json.dumps(payload).encode()
+        self._record_answer(status)
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("x-request-id", f"req_{hashlib.md5(data).hexdigest()}")
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_error(
+        self, flavour: Flavour, error: _HTTPError, headers: Mapping[str, str] = {}
+    ) -> None:
+        if flavour == "openai":
+            payload: dict[str, Any] = {
+                "error": {
+                    "message": str(error),
+                    "type": error.error_type,
+                    "param": None,
+                    "code": error.code,
+                }
+            }
+        else:
+            payload = {
+                "object": "error",
+                "message": str(error),
+                "type": error.error_type,
+                "param": None,
+                "code": error.code,
+            }
+        self._send_json(error.status, payload, headers)
+
+    def _send_events(self, events: Iterator[str]) -> None:
+        self._record_answer(HTTPStatus.OK)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        first = True
+        for data in events:
+            if not first and self.server_state.token_delay:
+                time.sleep(self.server_state.token_delay)
+            first = False
+            frame = f"data: {data}\n\n".encode()
+            self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    # -- verbs -------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        """``GET /v1/models``."""
+        flavour, route = self._flavour_and_route()
+        if route != "/v1/models":
+            self._send_error(flavour, _HTTPError(404, f"Unknown route {route}", "not_found"))
+            return
+        models = [
+            {"id": name, "object": "model", "created": 1700000000, "owned_by": flavour}
+            for name in _MODELS[flavour]
+        ]
+        self._send_json(200, {"object": "list", "data": models})
+
+    def do_POST(self) -> None:
+        """Chat completions and embeddings, with fault injection."""
+        flavour, route = self._flavour_and_route()
+        raw = self._read_body()
+        state = self.server_state
+        self._pending = _Pending(
+            flavour, route, int(self.headers.get("x-stainless-retry-count") or 0)
+        )
+        try:
+            body = _parse_body(raw)
+            self._pending.body = body
+            self._pending.stream = body.get("stream") is True
+            fault_header = self.headers.get(FAULT_HEADER)
+            if fault_header:
+                fault = _parse_fault(fault_header)
+                if state._should_fail(fault, fault_header, raw):
+                    wait = {
+                        "retry-after-ms": str(fault.retry_after_ms),
+                        "retry-after": str(max(1, -(-fault.retry_after_ms // 1000))),
+                    }
+                    self._send_error(flavour, _injected_error(fault.status), wait)
+                    return
+            if state.latency:
+                time.sleep(state.latency)
+            if route == "/v1/chat/completions":
+                self._chat(flavour, body)
+            elif route == "/v1/embeddings":
+                self._send_json(200, _embeddings_payload(flavour, body))
+            else:
+                raise _HTTPError(404, f"Unknown route {route}", "not_found")
+        except _HTTPError as error:
+            self._send_error(flavour, error)
+
+    def _record_answer(self, status: int) -> None:
+        """Record the request before its answer is written, so clients never see it missing."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.server_state._record(
+                ServedRequest(
+                    pending.flavour,
+                    "POST",
+                    pending.route,
+                    status,
+                    pending.stream,
+                    pending.body,
+                    pending.retry_count,
+                )
+            )
+
+    def _chat(self, flavour: Flavour, body: dict[str, Any]) -> None:
+        _check_model(flavour, body)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _HTTPError(400, "'messages' must be a non-empty array", "invalid_request_error")
+        caps = ("max_completion_tokens", "max_tokens") if flavour == "openai" else ("max_tokens",)
+        plan = plan_reply(body, max_tokens_key=caps)
+        seed = request_seed(body.get("model"), messages)
+        completion_id = self.server_state._next_id(seed)
+        chunks: _OpenAIFormat | _MistralFormat
+        if flavour == "openai":
+            chunks = _OpenAIFormat(body, plan, completion_id)
+        else:
+            chunks = _MistralFormat(body, plan, completion_id)
+        if body.get("stream") is True:
+            self._send_events(chunks.events())
+        else:
+            self._send_json(200, chunks.completion())
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as error:
+        message = f"We could not parse the JSON body: {error}"
+        raise _HTTPError(400, message, "invalid_request_error") from error
+    if not isinstance(body, dict):
+        raise _HTTPError(400, "The request body must be a JSON object", "invalid_request_error")
+    return body
+
+
+def _check_model(flavour: Flavour, body: Mapping[str, Any]) -> str:
+    """The requested model; a missing or unknown one is refused as the real API refuses it."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _HTTPError(400, "you must provide a model parameter", "invalid_request_error")
+    if model.startswith(_MODEL_FAMILIES[flavour]):
+        return model
+    if flavour == "openai":
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        raise _HTTPError(404, message, "invalid_request_error", "model_not_found")
+    raise _HTTPError(400, f"Invalid model: {model}", "invalid_model", "1500")
+
+
+def _parse_fault(header: str) -> FaultSpec:
+    try:
+        return FaultSpec.parse(header)
+    except ValueError as error:
+        message = f"bad {FAULT_HEADER} header: {error}"
+        raise _HTTPError(400, message, "invalid_request_error") from error
+
+
+def _injected_error(status: int) -> _HTTPError:
+    if status == 429:
+        return _HTTPError(
+            429,
+            "Rate limit reached for requests. Please retry shortly.",
+            "requests",
+            "rate_limit_exceeded",
+        )
+    if status >= 500:
+        return _HTTPError(
+            status,
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+        )
+    return _HTTPError(status, "The request was rejected.", "invalid_request_error")
+
+
+# -- wire formats ----------------------------------------------------------------------------
+
+
+class _OpenAIFormat:
+    """OpenAI ``chat.completion`` / ``chat.completion.chunk`` bodies for one reply."""
+
+    def __init__(self, body: Mapping[str, Any], plan: ReplyPlan, completion_id: str) -> None:
+        self.plan = plan
+        self.id = f"chatcmpl-{completion_id[:29]}"
+        self.created = int(time.time())
+        requested = str(body["model"])
+        self.model = _OPENAI_SNAPSHOTS.get(requested, requested)
+        self.fingerprint = f"fp_{completion_id[-10:]}"
+        options = body.get("stream_options")
+        self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+
+    def _usage(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "prompt_tokens": plan.prompt_tokens,
+            "completion_tokens": plan.completion_tokens,
+            "total_tokens": plan.prompt_tokens + plan.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    def _envelope(self, obj: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "service_tier": "default",
+            "system_fingerprint": self.fingerprint,
+        }
+
+    def completion(self) -> dict[str, Any]:
+        plan = self.plan
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": plan.text if not plan.tool_calls else None,
+            "refusal": None,
+            "annotations": [],
+        }
+        if plan.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.call_id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_json},
+                }
+                for call in plan.tool_calls
+            ]
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": plan.finish_reason,
+        }
+        return {**self._envelope("chat.completion"), "choices": [choice], "usage": self._usage()}
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
+        chunk = {
+            **self._envelope("chat.completion.chunk"),
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if self.include_usage:
+            chunk["usage"] = None
+        return json.dumps(chunk)
+
+    def events(self) -> Iterator[str]:
+        plan = self.plan
+        if plan.tool_calls:
+            yield self._chunk({"role": "assistant", "content": None, "refusal": None})
+            for index, call in enumerate(plan.tool_calls):
+                head = {
+                    "index": index,
+                    "id": call.call_id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }
+                yield self._chunk({"tool_calls": [head]})
+                arguments = call.arguments_json
+                for start in range(0, len(arguments), 8):
+                    fragment = {
+                        "index": index,
+                        "function": {"arguments": arguments[start : start + 8]},
+                    }
+                    yield self._chunk({"tool_calls": [fragment]})
+        else:
+            yield self._chunk({"role": "assistant", "content": "", "refusal": None})
+            for piece in plan.pieces:
+                yield self._chunk({"content": piece})
+        yield self._chunk({}, plan.finish_reason)
+        if self.include_usage:
+            yield json.dumps(
+                {**self._envelope("chat.completion.chunk"), "choices": [], "usage": self._usage()}
+            )
+        yield "[DONE]"
+
+
+class _MistralFormat:
+    """Mistral ``chat.completion`` / ``chat.completion.chunk`` bodies (usage in the last chunk)."""
+
+    def __init__(self, body: Mapping[str, Any], plan: ReplyPlan, completion_id: str) -> None:
+        self.plan = plan
+        self.id = completion_id[:32]
+        self.created = int(time.time())
+        self.model = str(body["model"])
+
+    def _usage(self) -> dict[str, int]:
+        plan = self.plan
+        return {
+            "prompt_tokens": plan.prompt_tokens,
+            "total_tokens": plan.prompt_tokens + plan.completion_tokens,
+            "completion_tokens": plan.completion_tokens,
+        }
+
+    def _tool_calls(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": call.call_id[-9:],
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_json},
+                "index": index,
+            }
+            for index, call in enumerate(self.plan.tool_calls)
+        ]
+
+    def completion(self) -> dict[str, Any]:
+        plan = self.plan
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": plan.text,
+            "tool_calls": None,
+            "prefix": False,
+        }
+        if plan.tool_calls:
+            message["tool_calls"] = self._tool_calls()
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "model": self.model,
+            "usage": self._usage(),
+            "created": self.created,
+            "choices": [{"index": 0, "message": message, "finish_reason": plan.finish_reason}],
+        }
+
+    def _chunk(
+        self, delta: dict[str, Any], finish_reason: str | None = None, last: bool = False
+    ) -> str:
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+        if last:
+            chunk["usage"] = self._usage()
+        return json.dumps(chunk)
+
+    def events(self) -> Iterator[str]:
+        plan = self.plan
+        yield self._chunk({"role": "assistant", "content": ""})
+        if plan.tool_calls:
+            yield self._chunk({"tool_calls": self._tool_calls()})
+        else:
+            for piece in plan.pieces:
+                yield self._chunk({"content": piece})
+        yield self._chunk({"content": ""}, plan.finish_reason, last=True)
+        yield "[DONE]"
+
+
+def _raw_embedding_input(body: Mapping[str, Any]) -> object:
+    # Both APIs name the field "input" on the wire (the Mistral SDK's ``inputs`` is an alias).
+    return body.get("input", body.get("inputs"))
+
+
+def _embedding_inputs(body: Mapping[str, Any]) -> list[str]:
+    value = _raw_embedding_input(body)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(item, str) for item in value):
+            return list(value)
+        if all(isinstance(item, int) for item in value):
+            return [" ".join(map(str, value))]
+        if all(isinstance(item, list) for item in value):
+            return [" ".join(map(str, item)) for item in value]
+    raise _HTTPError(400, "'input' must be a string or a non-empty array", "invalid_request_error")
+
+
+def _input_tokens(body: Mapping[str, Any], texts: list[str]) -> int:
+    value = _raw_embedding_input(body)
+    if isinstance(value, list) and value and not isinstance(value[0], str):
+        return sum(len(item) if isinstance(item, list) else 1 for item in value)
+    return sum(count_tokens(text) for text in texts)
+
+
+def _embeddings_payload(flavour: Flavour, body: Mapping[str, Any]) -> dict[str, Any]:
+    model = _check_model(flavour, body)
+    texts = _embedding_inputs(body)
+    requested = body.get("dimensions") if flavour == "openai" else body.get("output_dimension")
+    dimensions = (
+        requested
+        if isinstance(requested, int) and requested > 0
+        else (_DEFAULT_DIMENSIONS.get(model, _FALLBACK_DIMENSIONS))
+    )
+    tokens = _input_tokens(body, texts)
+    as_base64 = flavour == "openai" and body.get("encoding_format") == "base64"
+    data = []
+    for index, text in enumerate(texts):
+        vector = embedding_vector(text, dimensions)
+        encoded: object = (
+            base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            if as_base64
+            else vector
+        )
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    if flavour == "openai":
+        usage: dict[str, int] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return {"object": "list", "data": data, "model": model, "usage": usage}
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}
+    seed = request_seed(model, texts)
+    return {
+        "id": f"{seed:032x}"[:32],
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": usage,
+    }

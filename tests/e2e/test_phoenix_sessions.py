@@ -1,0 +1,243 @@
+"""End to end: `convotel demo --otlp` into a real Arize Phoenix server, checked over GraphQL.
+
+Phoenix (``arize-phoenix==20.26.1``, ~850 MB) lives in its own virtualenv; point
+``CONVOTEL_PHOENIX_BIN`` at that venv's ``phoenix`` executable (``nox -s e2e`` does). The fixture
+starts it on 127.0.0.1 with a fresh working directory and every outbound fetch disabled.
+
+The demo's loopback server is deterministic, so the same run id played into a SQLite store gives
+the expected sessions; Phoenix must group the OTLP spans into the same sessions (by
+``session.id``) with the same users, first inputs, last outputs and token counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convotel import cli
+from convotel.demo.script import CONVERSATIONS
+from convotel.sessions import Session
+from convotel.store import SpanStore
+
+pytestmark = pytest.mark.e2e
+
+PHOENIX_BIN_ENV = "CONVOTEL_PHOENIX_BIN"
+STARTUP_TIMEOUT_S = 180.0  # ~8 s on an idle 2-core machine; much more when it is busy
+ARRIVAL_TIMEOUT_S = 60.0
+OFFLINE_PHOENIX_ENV = {
+    "PHOENIX_HOST": "127.0.0.1",
+    "PHOENIX_ALLOW_EXTERNAL_RESOURCES": "false",
+    "PHOENIX_TELEMETRY_ENABLED": "false",
+    "PHOENIX_DISABLE_AGENT_ASSISTANT": "true",
+    "PHOENIX_LOG_MIGRATIONS": "false",
+}
+SESSIONS_QUERY = """
+query ($name: String!) {
+  getProjectByName(name: $name) {
+    traceCount
+    sessions(first: 100) {
+      edges { node {
+        sessionId numTraces userId
+        tokenUsage { prompt completion total }
+        firstInput { value }
+        lastOutput { value }
+      } }
+    }
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class Phoenix:
+    base_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not healthy(self.base_url):
+            if self.process.poll() is not None:
+                pytest.fail(f"phoenix exited with {self.process.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"phoenix not healthy after {STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/graphql", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        assert "errors" not in answer, answer["errors"]
+        data: dict[str, Any] = answer["data"]
+        return data
+
+    def rest(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.base_url}{path}", timeout=10) as response:
+            return json.loads(response.read())
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def healthy(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
+    binary = os.environ.get(PHOENIX_BIN_ENV)
+    if not binary:
+        pytest.skip(
+            f"{PHOENIX_BIN_ENV} is not set: point it at the `phoenix` executable of a venv with "
+            "arize-phoenix==20.26.1 (`nox -s e2e` builds one)"
+        )
+    if not Path(binary).is_file():
+        pytest.fail(f"{PHOENIX_BIN_ENV}={binary} does not exist")
+    workdir = tmp_path_factory.mktemp("phoenix")
+    port = free_port()
+    env = {
+        **os.environ,
+        **OFFLINE_PHOENIX_ENV,
+        "PHOENIX_WORKING_DIR": str(workdir),
+        "PHOENIX_PORT": str(port),
+        "PHOENIX_GRPC_PORT": str(free_port()),
+    }
+    log_path = workdir / "phoenix.log"
+    base_url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [binary, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
+        )
+        try:
+            yield Phoenix(base_url, log_path, process)  # started; healthy a few seconds later
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_demo(*arguments: str) -> str:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(["demo", *arguments])
+    assert status == 0, f"demo failed ({status}):\n{out.getvalue()}\n{err.getvalue()}"
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module")
+def expected_sessions(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Session]:
+    """The same run played into a SQLite store: what Phoenix should show."""
+    store = tmp_path_factory.mktemp("expected") / "spans.sqlite3"
+    run_demo("--store", str(store), "--run-id", run_id)
+    with SpanStore(store) as reader:
+        return {session.session_id: session for session in reader.sessions()}
+
+
+@pytest.fixture(scope="module")
+def phoenix_sessions(
+    phoenix: Phoenix, run_id: str, expected_sessions: dict[str, Session]
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Run the demo into Phoenix and wait until every session has all its traces."""
+    phoenix.wait_until_healthy()  # it booted while `expected_sessions` ran the demo
+    project = f"convotel-e2e-{run_id}"
+    stdout = run_demo(
+        "--otlp", f"{phoenix.base_url}/v1/traces", "--project", project, "--run-id", run_id
+    )
+    assert "Sessions tab" in stdout
+    wanted = {sid: len(session.turns) for sid, session in expected_sessions.items()}
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
+    while time.monotonic() < deadline:
+        data = phoenix.graphql(SESSIONS_QUERY, {"name": project})["getProjectByName"]
+        edges = (data or {}).get("sessions", {}).get("edges", [])
+        found = {edge["node"]["sessionId"]: edge["node"] for edge in edges}
+        if all(found.get(sid, {}).get("numTraces") == turns for sid, turns in wanted.items()):
+            return project, found
+        time.sleep(0.2)
+    pytest.fail(f"sessions did not all arrive in Phoenix: {found}\n{phoenix.log_tail()}")
+
+
+def test_phoenix_groups_the_demo_traces_into_its_sessions(
+    phoenix_sessions: tuple[str, dict[str, dict[str, Any]]],
+    expected_sessions: dict[str, Session],
+    run_id: str,
+) -> None:
+    _, found = phoenix_sessions
+    assert set(found) == set(expected_sessions)
+    assert set(found) == {c.session_id(run_id) for c in CONVERSATIONS}
+    assert len(found) >= 5
+    assert len({node["userId"] for node in found.values()}) >= 3
+
+
+@pytest.mark.parametrize("slug", [c.slug for c in CONVERSATIONS])
+def test_phoenix_session_has_the_user_first_input_last_output_and_tokens(
+    phoenix_sessions: tuple[str, dict[str, dict[str, Any]]],
+    expected_sessions: dict[str, Session],
+    run_id: str,
+    slug: str,
+) -> None:
+    conversation = next(c for c in CONVERSATIONS if c.slug == slug)
+    session_id = conversation.session_id(run_id)
+    expected = expected_sessions[session_id]
+    node = phoenix_sessions[1][session_id]
+    assert node["userId"] == conversation.user_id
+    assert node["numTraces"] == len(conversation.turns)
+    assert node["firstInput"]["value"] == conversation.turns[0].text
+    assert node["lastOutput"]["value"] == expected.last_output
+    assert node["tokenUsage"]["prompt"] == expected.tokens.prompt > 0
+    assert node["tokenUsage"]["completion"] == expected.tokens.completion > 0
+    assert node["tokenUsage"]["total"] == expected.tokens.prompt + expected.tokens.completion
+
+
+def test_phoenix_project_counts_every_turn_as_a_trace(
+    phoenix: Phoenix,
+    phoenix_sessions: tuple[str, dict[str, dict[str, Any]]],
+) -> None:
+    project, _ = phoenix_sessions
+    data = phoenix.graphql(SESSIONS_QUERY, {"name": project})["getProjectByName"]
+    assert data["traceCount"] == sum(len(c.turns) for c in CONVERSATIONS)
+
+
+def test_phoenix_rest_api_lists_the_same_sessions(
+    phoenix: Phoenix,
+    phoenix_sessions: tuple[str, dict[str, dict[str, Any]]],
+) -> None:
+    project, found = phoenix_sessions
+    listed = phoenix.rest(f"/v1/projects/{project}/sessions")
+    session_ids = {item["session_id"] for item in listed["data"]}
+    assert session_ids == set(found)
