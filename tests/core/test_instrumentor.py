@@ -141,3 +141,26 @@ def test_after_uninstrument_no_spans(
     instrumentor.uninstrument()
     client.Completions().create(prompt="abc")
     assert span_exporter.get_finished_spans() == ()
+
+
+def test_wrapped_methods_still_copy_and_pickle(
+    instrumentor: FakeInstrumentor,
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    import copy
+    import pickle
+
+    instrumentor.instrument(tracer_provider=tracer_provider)
+    completions = client.Completions()
+    completions.label = "original"  # type: ignore[attr-defined]
+    holder = {"method": completions.create, "function": client.module_function}
+    copied = copy.deepcopy(holder)
+    assert copied["method"](prompt="ab") == "ba"
+    assert copied["method"].__self__ is not completions
+    assert copied["method"].__self__.label == "original"
+    assert copied["function"] is client.module_function
+    assert copy.copy(completions.create)(prompt="xy") == "yx"
+    assert pickle.loads(pickle.dumps(completions.create))(prompt="pq") == "qp"
+    assert pickle.loads(pickle.dumps(client.module_function))(prompt="z") == "z!"
+    assert len(span_exporter.get_finished_spans()) == 4

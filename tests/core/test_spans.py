@@ -281,3 +281,66 @@ async def test_concurrent_wrapped_calls_each_carry_their_own_session(
     spans = span_exporter.get_finished_spans()
     assert len(spans) == 100
     assert all(attrs(s)["session.id"] == attrs(s)["input.value"] for s in spans)
+
+
+class PerInstanceEndpoint(Endpoint):
+    """Name and kind chosen per call, a framework span, findable while it runs."""
+
+    framework = True
+    exposes_call = True
+
+    def name_for(self, instance: Any, asynchronous: bool) -> str:
+        return f"{type(instance).__name__}.{'acall' if asynchronous else 'call'}"
+
+    def kind_for(self, instance: Any) -> str:
+        return "LLM"
+
+    def finish_attributes(self, instance: Any, response: Any) -> Iterator[Pair]:
+        yield "output.value", f"{type(instance).__name__}:{response}"
+
+
+class Model:
+    pass
+
+
+async def test_endpoint_per_instance_name_kind_and_active_call(
+    tracing: Tracing, span_exporter: InMemorySpanExporter
+) -> None:
+    from convotel.spans import active_call
+
+    model = Model()
+
+    def run() -> str:
+        call = active_call(model)
+        assert call is not None
+        call.set("llm.token_count.prompt", 7)
+        assert active_call(object()) is None
+        return "done"
+
+    async def arun() -> str:
+        return run()
+
+    assert sync_wrapper(lambda: tracing, PerInstanceEndpoint())(run, model, (), {}) == "done"
+    assert (
+        await async_wrapper(lambda: tracing, PerInstanceEndpoint())(arun, model, (), {}) == "done"
+    )
+    spans = span_exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["Model.call", "Model.acall"]
+    for span in spans:
+        assert attrs(span)["llm.token_count.prompt"] == 7
+        assert attrs(span)["output.value"] == "Model:done"
+    assert active_call(model) is None
+
+
+def test_framework_embedding_span_defers_to_a_provider_embedding_span(
+    tracing: Tracing, span_exporter: InMemorySpanExporter
+) -> None:
+    framework = tracing.start("Embedder.__call__", "EMBEDDING", framework=True)
+    tracing.start("CreateEmbeddings", "EMBEDDING", parent=framework.context).end(
+        attributes=[("llm.token_count.prompt", 4)]
+    )
+    framework.end(attributes=[("llm.token_count.prompt", 4)])
+    kinds = {
+        s.name: attrs(s)["openinference.span.kind"] for s in span_exporter.get_finished_spans()
+    }
+    assert kinds == {"CreateEmbeddings": "EMBEDDING", "Embedder.__call__": "CHAIN"}

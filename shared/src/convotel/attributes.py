@@ -63,6 +63,8 @@ SECRET_PARAMETERS = frozenset(
         "retries",
         "server_url",
         "base_url",
+        "api_base",
+        "api_version",
         "azure_ad_token",
         "azure_ad_token_provider",
         "organization",

@@ -9,12 +9,13 @@ wrapper is left alone.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import wrapt
 from opentelemetry import trace as trace_api
@@ -30,6 +31,55 @@ __all__ = ["ConvotelInstrumentor", "WrapTarget"]
 logger = logging.getLogger(__name__)
 
 _MARKER = "__convotel_wrapper__"
+
+
+if TYPE_CHECKING:  # wrapt >= 2 types these as generics; wrapt 1.x cannot subscript them
+    _BoundBase = wrapt.BoundFunctionWrapper[Any, Any]
+    _FunctionBase = wrapt.FunctionWrapper[Any, Any]
+else:
+    _BoundBase = wrapt.BoundFunctionWrapper
+    _FunctionBase = wrapt.FunctionWrapper
+
+
+def _resolve(module: str, qualname: str) -> Any:
+    """Find a function by module and qualified name (how pickle finds plain functions)."""
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+class _CopyableBoundFunctionWrapper(_BoundBase):
+    """A wrapped method bound to an instance that copies and pickles like a bound method."""
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        instance = copy.deepcopy(self._self_instance, memo)
+        return getattr(instance, self.__name__)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return getattr, (self._self_instance, self.__name__)
+
+
+class _CopyableFunctionWrapper(_FunctionBase):
+    """``wrapt.FunctionWrapper`` that copies and pickles like the function it wraps.
+
+    Plain wrapt proxies refuse ``copy.deepcopy`` and ``pickle``; host code (e.g. DSPy optimizers)
+    deep-copies objects holding bound methods, which must keep working once instrumented.
+    """
+
+    __bound_function_wrapper__ = _CopyableBoundFunctionWrapper
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        return _resolve, (self.__module__, self.__qualname__)
 
 
 @dataclass(frozen=True)
@@ -114,7 +164,7 @@ class ConvotelInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return  # already wrapped by convotel
         wrapper = self._wrapper_for(target)
         setattr(wrapper, _MARKER, True)
-        wrapt.wrap_function_wrapper(owner, attribute, wrapper)
+        wrapt.wrap_object(owner, attribute, _CopyableFunctionWrapper, (wrapper,))
         self._originals.append((owner, attribute, original))
 
     def _wrapper_for(self, target: WrapTarget) -> WrapperFunction:

@@ -51,6 +51,7 @@ __all__ = [
     "StreamOutcome",
     "StreamProxy",
     "Tracing",
+    "active_call",
     "async_wrapper",
     "log_once",
     "sync_wrapper",
@@ -74,6 +75,7 @@ _EMBEDDING = OpenInferenceSpanKindValues.EMBEDDING.value
 _CHAIN = OpenInferenceSpanKindValues.CHAIN.value
 _TOKEN_COUNT_PREFIX = "llm.token_count"
 _CLAIM_KEY = context_api.create_key("convotel-model-call-claim")
+_ACTIVE_CALL_KEY = context_api.create_key("convotel-active-call")
 _PLAIN_TYPES = (str, bool, int, float)
 _PLAIN_TYPE_SET = frozenset(_PLAIN_TYPES)
 
@@ -224,7 +226,7 @@ class CallSpan:
                     k: v for k, v in pending.items() if not k.startswith(_TOKEN_COUNT_PREFIX)
                 }
                 pending[DEFERRED_TO_PROVIDER] = True
-                if self.span.is_recording() and _span_kind(self.span) == _LLM:
+                if self.span.is_recording() and _span_kind(self.span) in (_LLM, _EMBEDDING):
                     pending[_KIND] = _CHAIN
             if self._config.enable_genai_semconv:
                 pending = {**pending, **_genai_pairs(self.span, pending)}
@@ -276,7 +278,8 @@ class Tracing:
 
         ``framework=True`` marks an LLM or EMBEDDING span of a framework adapter (LlamaIndex,
         DSPy): if a provider adapter (OpenAI, Mistral) records the model call below it, this span
-        drops its token counts and an LLM span becomes CHAIN, so one call is one LLM span.
+        drops its token counts and becomes CHAIN, so one model call is one LLM (or EMBEDDING)
+        span and a session's tokens are counted once.
         """
         ctx = parent if parent is not None else context_api.get_current()
         kind_value = kind.value if isinstance(kind, Enum) else kind
@@ -321,6 +324,18 @@ class Endpoint:
 
     span_name: str = "call"
     kind: SpanKindValue = OpenInferenceSpanKindValues.LLM
+    #: Start spans with ``framework=True`` (a framework's LLM/EMBEDDING span, see Tracing.start).
+    framework: bool = False
+    #: Make the call findable with :func:`active_call` (``instance``) while it runs.
+    exposes_call: bool = False
+
+    def name_for(self, instance: Any, asynchronous: bool) -> str:
+        """The span name for this call (default: :attr:`span_name`)."""
+        return self.span_name
+
+    def kind_for(self, instance: Any) -> SpanKindValue:
+        """The span kind for this call (default: :attr:`kind`)."""
+        return self.kind
 
     def applies(self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
         """Whether this call should be traced at all (e.g. not a model call)."""
@@ -339,6 +354,10 @@ class Endpoint:
     def response_attributes(self, response: Any) -> Iterator[Pair]:
         """Attributes of a non-streamed response."""
         return iter(())
+
+    def finish_attributes(self, instance: Any, response: Any) -> Iterator[Pair]:
+        """Attributes of a non-streamed result, for endpoints that need the instance too."""
+        return self.response_attributes(response)
 
     def stream_accumulator(
         self, response: Any, kwargs: Mapping[str, Any]
@@ -363,24 +382,36 @@ def _start_call(
     instance: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    asynchronous: bool,
 ) -> tuple[CallSpan | None, dict[str, Any]]:
     try:
         if not is_instrumentation_enabled() or not endpoint.applies(instance, args, kwargs):
             return None, kwargs
-        call = tracing.start(endpoint.span_name, endpoint.kind)
+        name = endpoint.name_for(instance, asynchronous)
+        call = tracing.start(name, endpoint.kind_for(instance), framework=endpoint.framework)
+        if endpoint.exposes_call:
+            call.context = context_api.set_value(_ACTIVE_CALL_KEY, (instance, call), call.context)
     except Exception as exc:  # noqa: BLE001
         log_once(f"{endpoint.span_name} starting a span", exc)
         return None, kwargs
-    _extract(
-        call,
-        lambda: endpoint.request_attributes(instance, args, kwargs),
-        f"{endpoint.span_name} request",
-    )
+    _extract(call, lambda: endpoint.request_attributes(instance, args, kwargs), f"{name} request")
     try:
         return call, endpoint.adjust_kwargs(kwargs)
     except Exception as exc:  # noqa: BLE001
-        log_once(f"{endpoint.span_name} adjusting the request", exc)
+        log_once(f"{name} adjusting the request", exc)
         return call, kwargs
+
+
+def active_call(owner: object) -> CallSpan | None:
+    """The running call of ``owner`` (an endpoint with ``exposes_call``) in this context, if any.
+
+    Lets code that runs *inside* a traced call (e.g. a usage hook) add to that call's span.
+    """
+    active = context_api.get_value(_ACTIVE_CALL_KEY)
+    if isinstance(active, tuple) and active[0] is owner:
+        call = active[1]
+        return call if isinstance(call, CallSpan) and not call.ended else None
+    return None
 
 
 def _extract(call: CallSpan, produce: Callable[[], Iterable[Pair]], where: str) -> None:
@@ -392,14 +423,14 @@ def _extract(call: CallSpan, produce: Callable[[], Iterable[Pair]], where: str) 
 
 
 def _finish_call(
-    call: CallSpan, endpoint: Endpoint, response: Any, kwargs: Mapping[str, Any]
+    call: CallSpan, endpoint: Endpoint, instance: Any, response: Any, kwargs: Mapping[str, Any]
 ) -> Any:
     """End the span for ``response``, or hand back a stream proxy that will end it."""
     try:
         accumulator = endpoint.stream_accumulator(response, kwargs)
         if accumulator is not None:
             return endpoint.wrap_stream(response, call, accumulator)
-        call.end(attributes=endpoint.response_attributes(response))
+        call.end(attributes=endpoint.finish_attributes(instance, response))
     except Exception as exc:  # noqa: BLE001
         log_once(f"{endpoint.span_name} response", exc)
         call.end()
@@ -420,7 +451,7 @@ def sync_wrapper(get_tracing: Callable[[], Tracing], endpoint: Endpoint) -> Wrap
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        call, call_kwargs = _start_call(get_tracing(), endpoint, instance, args, kwargs)
+        call, call_kwargs = _start_call(get_tracing(), endpoint, instance, args, kwargs, False)
         if call is None:
             return wrapped(*args, **kwargs)
         token = context_api.attach(call.context)
@@ -431,7 +462,7 @@ def sync_wrapper(get_tracing: Callable[[], Tracing], endpoint: Endpoint) -> Wrap
             raise
         finally:
             context_api.detach(token)
-        return _finish_call(call, endpoint, response, kwargs)
+        return _finish_call(call, endpoint, instance, response, kwargs)
 
     return wrapper
 
@@ -442,7 +473,7 @@ def async_wrapper(get_tracing: Callable[[], Tracing], endpoint: Endpoint) -> Wra
     async def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        call, call_kwargs = _start_call(get_tracing(), endpoint, instance, args, kwargs)
+        call, call_kwargs = _start_call(get_tracing(), endpoint, instance, args, kwargs, True)
         if call is None:
             return await wrapped(*args, **kwargs)
         token = context_api.attach(call.context)
@@ -453,7 +484,7 @@ def async_wrapper(get_tracing: Callable[[], Tracing], endpoint: Endpoint) -> Wra
             raise
         finally:
             context_api.detach(token)
-        return _finish_call(call, endpoint, response, kwargs)
+        return _finish_call(call, endpoint, instance, response, kwargs)
 
     return wrapper
 
