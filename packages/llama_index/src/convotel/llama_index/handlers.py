@@ -1,0 +1,455 @@
+"""LlamaIndex span and event handlers that turn its instrumentation into convotel spans.
+
+LlamaIndex announces every instrumented call to the span handlers of its root dispatcher
+(``span_enter`` / ``span_exit`` / ``span_drop``, with the bound arguments, the instance and the
+result) and sends events (``LLMChatEndEvent``...) carrying the data in between. A
+:class:`CallTracker` opens one convotel span per call in the OpenTelemetry context current at the
+call (so it carries that context's session and user ids and nests under its spans), keeps the
+span current while the call runs and adds what the events say. The two pydantic handler classes
+LlamaIndex requires only forward to it (their attribute access is too slow for the hot path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import Token
+from types import AsyncGeneratorType, GeneratorType
+from typing import Any, cast
+
+from openinference.semconv.trace import RerankerAttributes, SpanAttributes
+from opentelemetry import context as context_api
+from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from pydantic import PrivateAttr
+
+from convotel.attributes import embedding_attributes, output_value_attributes
+from convotel.llama_index import extraction
+from convotel.llama_index.extraction import (
+    AGENT,
+    CHAIN,
+    EMBEDDING,
+    LLM,
+    RERANKER,
+    RETRIEVER,
+    TOOL,
+)
+from convotel.llama_index.streaming import AsyncContextStreamProxy, ContextStreamProxy, StandInSpan
+from convotel.spans import STREAM_OUTCOME, CallSpan, Pair, StreamOutcome, Tracing, log_once
+from llama_index.core.agent.workflow import AgentWorkflow, BaseWorkflowAgent
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.llms.base import BaseLLM
+from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
+from llama_index.core.chat_engine.types import StreamingAgentChatResponse
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.span import BaseSpan
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.tools import BaseTool
+
+#: The methods of an LLM that are one model call (the others, e.g. ``predict``, call these).
+LLM_CALLS = frozenset(
+    {"chat", "achat", "stream_chat", "astream_chat"}
+    | {"complete", "acomplete", "stream_complete", "astream_complete"}
+)
+STREAM_WRITERS = frozenset({"write_response_to_history", "awrite_response_to_history"})
+_CATEGORIES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (BaseLLM, LLM),
+    (BaseEmbedding, EMBEDDING),
+    (BaseRetriever, RETRIEVER),
+    (BaseTool, TOOL),
+    (BaseNodePostprocessor, RERANKER),
+    ((BaseWorkflowAgent, AgentWorkflow), AGENT),
+)
+_category_of_type: dict[type, str] = {}
+_ENCLOSING_CALL = context_api.create_key("convotel-llama-index-call")
+
+
+def span_kind(instance: object, method: str) -> str | None:
+    """The OpenInference kind of a LlamaIndex call; ``None`` for calls not worth a span."""
+    cls = type(instance)
+    category = _category_of_type.get(cls)
+    if category is None:
+        category = next((kind for base, kind in _CATEGORIES if isinstance(instance, base)), CHAIN)
+        if category == RERANKER and "rerank" not in cls.__name__.lower():
+            category = CHAIN  # other node postprocessors (filters, reorderers)
+        _category_of_type[cls] = category
+    if category == LLM:
+        return LLM if method in LLM_CALLS else CHAIN
+    if category == EMBEDDING and method.startswith("_"):
+        return None  # the private parts of the public embedding calls
+    return category
+
+
+class OpenCall:
+    """A LlamaIndex call being traced: its convotel span and what its events have said."""
+
+    __slots__ = (
+        *("call", "kind", "method", "id", "parent_id", "instance_key", "enclosing", "stand_in"),
+        *("token", "streaming", "streamed_chunk", "awaits_writer", "written", "error"),
+        *("embedded_texts", "embedded_vectors"),
+    )
+
+    def __init__(self, call: CallSpan, kind: str, method: str, id_: str, parent_id: str | None):
+        self.call = call
+        self.kind = kind
+        self.method = method
+        self.id = id_
+        self.parent_id = parent_id
+        self.instance_key: int | None = None
+        self.enclosing: OpenCall | None = None
+        self.stand_in: StandInSpan | None = None
+        self.token: Token[Context] | None = None
+        self.streaming = self.streamed_chunk = False
+        self.awaits_writer = False
+        #: What a chat engine's stream writer wrote (deltas, or the text it handed over).
+        self.written: list[str] | None = None
+        self.error: BaseException | None = None
+        self.embedded_texts: list[str] = []
+        self.embedded_vectors: list[list[float]] = []
+
+    @property
+    def standing_in(self) -> bool:
+        return self.stand_in is not None and not self.stand_in.released
+
+    def release(self) -> None:
+        """Stop standing in for this call in contexts it could not detach from."""
+        if self.stand_in is not None:
+            self.stand_in.release()
+
+    def detach(self, release: bool = True) -> None:
+        """Restore the context from before the call (if this is the context it was entered in)."""
+        token, self.token = self.token, None
+        if token is not None:
+            with contextlib.suppress(ValueError):
+                token.var.reset(token)
+        if release:
+            self.release()
+
+    def end(
+        self,
+        error: BaseException | None = None,
+        attributes: Iterable[Pair] = (),
+        outcome: StreamOutcome | None = None,
+    ) -> None:
+        self.release()
+        self.token = None  # a context left current after the call no longer needs resetting
+        if self.call.ended:
+            return
+        if self.embedded_texts or self.embedded_vectors:
+            self.call.set_attributes(
+                embedding_attributes(texts=self.embedded_texts, vectors=self.embedded_vectors)
+            )
+        if outcome is not None:
+            self.call.set(STREAM_OUTCOME, outcome.value)
+        self.call.end(error or self.error, attributes, ok=outcome is not StreamOutcome.ABANDONED)
+
+
+def _inside_same_call(enclosing: OpenCall | None, instance_key: int, kind: str) -> bool:
+    """Whether a call of this instance and kind is already traced around this one (running, or
+    its stream not started yet): ``chat()`` calling ``complete()`` is one model call."""
+    while enclosing is not None:
+        if enclosing.instance_key == instance_key and enclosing.kind == kind:
+            return enclosing.standing_in
+        enclosing = enclosing.enclosing
+    return False
+
+
+class CallTracker:
+    """The spans of LlamaIndex's open calls, by LlamaIndex span id."""
+
+    def __init__(self, get_tracing: Callable[[], Tracing]) -> None:
+        self.get_tracing = get_tracing
+        self.calls: dict[str, OpenCall] = {}
+
+    def enter(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any,
+        parent_id: str | None,
+        tags: Mapping[str, Any],
+    ) -> None:
+        if not is_instrumentation_enabled():
+            return
+        name = id_.partition("-")[0]  # "RetrieverQueryEngine.query-<uuid4>"
+        method = name.rpartition(".")[2]
+        kind = span_kind(instance, method)
+        if kind is None:
+            return
+        parent_context = context_api.get_current()
+        left_behind = enclosing = cast(OpenCall | None, parent_context.get(_ENCLOSING_CALL))
+        while enclosing is not None and not enclosing.standing_in:
+            enclosing = enclosing.enclosing
+        if enclosing is not left_behind:  # a finished call's context, left current after it
+            parent_context = context_api.set_value(_ENCLOSING_CALL, enclosing, parent_context)
+        instance_key = None if instance is None else id(instance)
+        if instance_key is not None and _inside_same_call(enclosing, instance_key, kind):
+            return
+        call = self.get_tracing().start(
+            name, kind, framework=kind in (LLM, EMBEDDING), parent=parent_context
+        )
+        arguments = bound_args.arguments
+        call.set_attributes(extraction.call_input_attributes(kind, instance, arguments, tags))
+        if kind == LLM:
+            call.set_attributes(extraction.llm_request_attributes(instance, arguments))
+        opened = OpenCall(call, kind, method, id_, parent_id)
+        opened.instance_key, opened.enclosing = instance_key, enclosing
+        opened.stand_in = StandInSpan(call.span, trace_api.get_current_span(parent_context))
+        context = trace_api.set_span_in_context(opened.stand_in, call.context)
+        opened.token = context_api.attach(context_api.set_value(_ENCLOSING_CALL, opened, context))
+        self.calls[id_] = opened
+
+    def exit(self, id_: str, result: Any) -> None:
+        opened = self.calls.get(id_)
+        if opened is None:
+            return
+        try:
+            done = self._exit(opened, result)
+        except Exception as exc:  # noqa: BLE001 - never break the host application
+            log_once("llama_index: ending a span", exc)
+            opened.end()
+            done = True
+        if done:
+            self.calls.pop(id_, None)
+
+    def _exit(self, opened: OpenCall, result: Any) -> bool:
+        """End the call's span for ``result``; keep it (return False) while its stream runs."""
+        if isinstance(result, (StreamingResponse, AsyncStreamingResponse)):
+            # The stream goes on where the call left off: under the context current now, which
+            # may hold an LLM stream an inner call started (its model request is still to come).
+            _proxy_response_stream(opened, result, context_api.get_current())
+            opened.detach(release=False)
+            return True
+        if isinstance(result, (GeneratorType, AsyncGeneratorType)):
+            # Lazy: the generator body runs later, under the context this call leaves current.
+            if opened.kind == LLM:
+                opened.streaming = True  # ended by the LLM's end or exception event, or on GC
+                weakref.finalize(result, self._abandon, opened.id)
+                return False
+        else:
+            opened.detach()
+        if isinstance(result, StreamingAgentChatResponse):
+            # Ended by the writer that consumes the stream (a child call, maybe done already).
+            opened.awaits_writer = True
+            weakref.finalize(result, self._abandon, opened.id)
+            return self._end_chat_stream(opened)
+        opened.end(attributes=extraction.call_output_attributes(opened.kind, result))
+        self._hand_over_written(opened)
+        return True
+
+    def drop(self, id_: str, error: BaseException | None) -> None:
+        opened = self.calls.pop(id_, None)
+        if opened is None:
+            return
+        opened.detach()
+        # Older workflow runtimes end a run by raising WorkflowDone: that is a success.
+        opened.end(None if type(error).__name__ == "WorkflowDone" else error)
+        self._hand_over_written(opened)
+
+    def finish(self, opened: OpenCall, outcome: StreamOutcome, error: BaseException | None) -> None:
+        """End a call kept open for its stream, and forget it."""
+        opened.end(error, outcome=outcome)
+        self.calls.pop(opened.id, None)
+
+    def _abandon(self, call_id: str) -> None:
+        """The stream of an LLM call was garbage-collected before it ended."""
+        opened = self.calls.get(call_id)
+        if opened is not None:
+            self.finish(opened, StreamOutcome.ABANDONED, None)
+
+    def _hand_over_written(self, writer: OpenCall) -> None:
+        """A chat engine's streaming call ends when the writer that consumed its stream does."""
+        if writer.method not in STREAM_WRITERS or writer.parent_id is None:
+            return
+        engine = self.calls.get(writer.parent_id)
+        if engine is not None:
+            engine.written, engine.error = writer.written or [], engine.error or writer.error
+            self._end_chat_stream(engine)
+
+    def _end_chat_stream(self, engine: OpenCall) -> bool:
+        """End a streaming chat call once it has returned and its writer is done (either order:
+        the writer runs on its own thread or task)."""
+        if not engine.awaits_writer or engine.written is None:
+            return False
+        engine.end(attributes=output_value_attributes("".join(engine.written) or None))
+        self.calls.pop(engine.id, None)
+        return True
+
+    # --- events ---
+
+    def read(self, event: BaseEvent) -> None:
+        opened = self.calls.get(event.span_id) if event.span_id else None
+        reader = _EVENT_READERS.get(type(event).__name__)
+        if opened is None or reader is None:
+            return
+        try:
+            reader(self, opened, event)
+        except Exception as exc:  # noqa: BLE001
+            log_once(f"llama_index: reading {type(event).__name__}", exc)
+
+    def chunk(self, opened: OpenCall, event: Any) -> None:
+        if not opened.streamed_chunk:
+            opened.streamed_chunk = True
+            opened.call.first_token()
+            opened.release()  # the model request below has been made
+
+    def chat_end(self, opened: OpenCall, event: Any) -> None:
+        if event.response is not None:
+            opened.call.set_attributes(extraction.chat_response_attributes(event.response))
+        if opened.streaming:
+            self.finish(opened, StreamOutcome.COMPLETED, None)
+
+    def completion_end(self, opened: OpenCall, event: Any) -> None:
+        opened.call.set_attributes(extraction.completion_response_attributes(event.response))
+        if opened.streaming:
+            self.finish(opened, StreamOutcome.COMPLETED, None)
+
+    def exception(self, opened: OpenCall, event: Any) -> None:
+        if not opened.streaming:
+            return
+        if isinstance(event.exception, GeneratorExit):  # the application closed the stream
+            self.finish(opened, StreamOutcome.CLOSED_EARLY, None)
+        else:
+            self.finish(opened, StreamOutcome.ERROR, event.exception)
+
+    def predict_start(self, opened: OpenCall, event: Any) -> None:
+        template = event.template
+        variables = {**template.kwargs, **(event.template_args or {})}
+        opened.call.set(SpanAttributes.LLM_PROMPT_TEMPLATE, template.get_template())
+        opened.call.set(SpanAttributes.LLM_PROMPT_TEMPLATE_VARIABLES, variables or None)
+
+    def rerank_start(self, opened: OpenCall, event: Any) -> None:
+        opened.kind = RERANKER  # a reranker whose class name does not say so
+        opened.call.set(SpanAttributes.OPENINFERENCE_SPAN_KIND, RERANKER)
+        opened.call.set(RerankerAttributes.RERANKER_TOP_K, event.top_n)
+        opened.call.set(RerankerAttributes.RERANKER_MODEL_NAME, event.model_name or None)
+
+    def embedding_start(self, opened: OpenCall, event: Any) -> None:
+        model = event.model_dict.get("model_name")
+        opened.call.set(SpanAttributes.EMBEDDING_MODEL_NAME, model if model != "unknown" else None)
+
+    def embedding_end(self, opened: OpenCall, event: Any) -> None:
+        opened.embedded_texts.extend(event.chunks)
+        opened.embedded_vectors.extend(event.embeddings)
+
+    def stream_delta(self, opened: OpenCall, event: Any) -> None:
+        if opened.written is None:
+            opened.written = []
+        opened.written.append(event.delta)
+
+    def stream_error(self, opened: OpenCall, event: Any) -> None:
+        opened.error = event.exception
+
+    def step_output(self, opened: OpenCall, event: Any) -> None:
+        opened.call.set_attributes(output_value_attributes(event.output))
+
+
+_EVENT_READERS: dict[str, Callable[[CallTracker, OpenCall, Any], None]] = {
+    "LLMChatInProgressEvent": CallTracker.chunk,
+    "LLMCompletionInProgressEvent": CallTracker.chunk,
+    "LLMChatEndEvent": CallTracker.chat_end,
+    "LLMCompletionEndEvent": CallTracker.completion_end,
+    "ExceptionEvent": CallTracker.exception,
+    "LLMPredictStartEvent": CallTracker.predict_start,
+    "ReRankStartEvent": CallTracker.rerank_start,
+    "EmbeddingStartEvent": CallTracker.embedding_start,
+    "EmbeddingEndEvent": CallTracker.embedding_end,
+    "StreamChatDeltaReceivedEvent": CallTracker.stream_delta,
+    "StreamChatErrorEvent": CallTracker.stream_error,
+    "WorkflowStepOutputEvent": CallTracker.step_output,
+    "WorkflowRunOutputEvent": CallTracker.step_output,
+}
+
+
+def _proxy_response_stream(
+    opened: OpenCall, response: StreamingResponse | AsyncStreamingResponse, context: Context
+) -> None:
+    """Make the response's token stream run under ``context`` and end the span when it ends."""
+    stream = response.response_gen
+    if stream is None:
+        opened.end()
+    elif isinstance(response, StreamingResponse):
+        response.response_gen = ContextStreamProxy(stream, opened.call, context)
+    else:
+        response.response_gen = AsyncContextStreamProxy(stream, opened.call, context)
+
+
+class ConvotelSpanHandler(BaseSpanHandler[BaseSpan]):
+    """LlamaIndex's span-handler interface over a :class:`CallTracker` (which keeps the open
+    calls; LlamaIndex's own span records are not used)."""
+
+    _tracker: CallTracker = PrivateAttr()
+
+    def __init__(self, tracker: CallTracker) -> None:
+        super().__init__(open_spans={}, completed_spans=[], dropped_spans=[], current_span_ids={})
+        self._tracker = tracker
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ConvotelSpanHandler"
+
+    def span_enter(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        parent_id: str | None = None,
+        tags: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            self._tracker.enter(id_, bound_args, instance, parent_id, tags or {})
+        except Exception as exc:  # noqa: BLE001 - never break the host application
+            log_once("llama_index: starting a span", exc)
+
+    def span_exit(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        result: Any | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._tracker.exit(id_, result)
+
+    def span_drop(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        err: BaseException | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._tracker.drop(id_, err)
+
+    def new_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class ConvotelEventHandler(BaseEventHandler):
+    """LlamaIndex's event-handler interface over a :class:`CallTracker`."""
+
+    _tracker: CallTracker = PrivateAttr()
+
+    def __init__(self, tracker: CallTracker) -> None:
+        super().__init__()
+        self._tracker = tracker
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ConvotelEventHandler"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        self._tracker.read(event)
