@@ -8,7 +8,9 @@ lowest supported ones; ``nox -s demo`` runs the main job; ``nox -s lint``, ``ben
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import nox
@@ -31,17 +33,37 @@ TEST_TOOLS = [
     "openinference-instrumentation>=0.1.20",
     "opentelemetry-sdk>=1.27",
     "opentelemetry-exporter-otlp-proto-http>=1.27",
+    "numpy",  # dspy's Embedder needs it without declaring it
 ]
 
 #: Framework SDKs at their latest supported versions (upper bounds are the tested majors).
+#: llama-index-llms-openai pins openai<3, so its integration runs in `tests_llama_openai`.
 LATEST_SDKS = [
     "openai>=3.0.0,<4",
     "mistralai>=2.0.0,<4",
-    "llama-index-core>=0.12,<0.15",
-    "llama-index-llms-openai",
-    "llama-index-embeddings-openai",
+    "llama-index-core>=0.14.9,<0.15",
     "dspy>=3.0.0,<4",
 ]
+
+#: LlamaIndex's OpenAI integration, which pins openai<3 (convotel-openai supports 2.x too).
+LLAMA_INDEX_OPENAI_SDKS = [
+    "openai>=2,<3",
+    "llama-index-core>=0.14.9,<0.15",
+    "llama-index-llms-openai>=0.8.3,<0.9",
+    "llama-index-embeddings-openai>=0.7,<0.8",
+]
+
+#: What the demo drives (no DSPy, no llama-index-llms-openai).
+DEMO_SDKS = [
+    "openai>=3.0.0,<4",
+    "mistralai>=2.0.0,<4",
+    "llama-index-core>=0.14.9,<0.15",
+    "opentelemetry-exporter-otlp-proto-http>=1.37",
+]
+
+#: The Phoenix server for `e2e`, in a virtualenv of its own (~850 MB with its dependencies).
+PHOENIX_SERVER = ["arize-phoenix==20.26.1", "arize-phoenix-client==3.5.0"]
+PHOENIX_VENV = ROOT / ".nox" / "phoenix-server"
 
 #: The core's dependencies and the SDKs at the lowest versions convotel supports.
 LOWEST_SDKS = [
@@ -53,7 +75,7 @@ LOWEST_SDKS = [
     "wrapt==1.16.0",
     "openai==3.0.0",
     "mistralai==2.0.0",
-    "llama-index-core==0.12.0",
+    "llama-index-core==0.14.9",
     "dspy==3.0.0",
 ]
 
@@ -95,6 +117,13 @@ def tests_min(session: nox.Session) -> None:
 
 
 @nox.session
+def tests_llama_index_openai(session: nox.Session) -> None:
+    """LlamaIndex with its OpenAI integration and both instrumentors (openai 2.x)."""
+    install_local(session, *LLAMA_INDEX_OPENAI_SDKS, *TEST_TOOLS)
+    session.run("pytest", "tests/llama_index", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint + format) and mypy --strict on the distributions."""
     install_local(session, *LATEST_SDKS, *LINT_TOOLS, *TEST_TOOLS)
@@ -107,9 +136,25 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """The main job: a multi-user chatbot traced into the embedded store, then its sessions."""
-    install_local(session, *LATEST_SDKS)
+    install_local(session, *DEMO_SDKS)
     store = os.environ.get("CONVOTEL_STORE", str(ROOT / ".convotel" / "demo.sqlite3"))
     session.run("convotel", "demo", "--store", store, *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """A real Arize Phoenix server on 127.0.0.1 receiving the demo's sessions over OTLP/HTTP."""
+    install_local(session, *DEMO_SDKS, "pytest>=8", "pytest-asyncio>=0.24")
+    phoenix = PHOENIX_VENV / "bin" / "phoenix"
+    if not phoenix.exists():
+        session.run("python", "-m", "venv", str(PHOENIX_VENV))
+        python = str(PHOENIX_VENV / "bin" / "python")
+        installer = [python, "-m", "pip", "install", "-q"]
+        if importlib.util.find_spec("uv") is not None:  # nox[uv]: much faster
+            installer = [sys.executable, "-m", "uv", "pip", "install", "-q", "-p", python]
+        session.run(*installer, *PHOENIX_SERVER, external=True)
+    env = {**OFFLINE_ENV, "CONVOTEL_PHOENIX_BIN": str(phoenix)}
+    session.run("pytest", "-m", "e2e", "tests/e2e", *session.posargs, env=env)
 
 
 @nox.session

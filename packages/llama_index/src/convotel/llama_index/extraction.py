@@ -8,6 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
 
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
+from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.tools import BaseTool, ToolOutput
+from llama_index.core.workflow import StopEvent
 from openinference.semconv.trace import (
     OpenInferenceLLMProviderValues,
     OpenInferenceLLMSystemValues,
@@ -30,10 +34,6 @@ from convotel.attributes import (
     usage_attributes,
 )
 from convotel.json_encoding import safe_json_dumps
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
-from llama_index.core.schema import NodeWithScore, QueryBundle
-from llama_index.core.tools import BaseTool, ToolOutput
-from llama_index.core.workflow import StopEvent
 
 Pair = tuple[str, Any]
 

@@ -19,6 +19,18 @@ from contextvars import Token
 from types import AsyncGeneratorType, GeneratorType
 from typing import Any, cast
 
+from llama_index.core.agent.workflow import AgentWorkflow, BaseWorkflowAgent
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.llms.base import BaseLLM
+from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
+from llama_index.core.chat_engine.types import StreamingAgentChatResponse
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.span import BaseSpan
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.tools import BaseTool
 from openinference.semconv.trace import RerankerAttributes, SpanAttributes
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
@@ -39,18 +51,6 @@ from convotel.llama_index.extraction import (
 )
 from convotel.llama_index.streaming import AsyncContextStreamProxy, ContextStreamProxy, StandInSpan
 from convotel.spans import STREAM_OUTCOME, CallSpan, Pair, StreamOutcome, Tracing, log_once
-from llama_index.core.agent.workflow import AgentWorkflow, BaseWorkflowAgent
-from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.base.llms.base import BaseLLM
-from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
-from llama_index.core.chat_engine.types import StreamingAgentChatResponse
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.instrumentation.events import BaseEvent
-from llama_index.core.instrumentation.span import BaseSpan
-from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
-from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.tools import BaseTool
 
 #: The methods of an LLM that are one model call (the others, e.g. ``predict``, call these).
 LLM_CALLS = frozenset(
