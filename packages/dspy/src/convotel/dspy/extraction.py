@@ -1,0 +1,337 @@
+"""Attributes from DSPy objects: small pure functions yielding ``(attribute, value)`` pairs."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from openinference.semconv.trace import SpanAttributes
+
+from convotel.attributes import (
+    ContentPart,
+    Document,
+    Message,
+    ToolCall,
+    document_attributes,
+    embedding_attributes,
+    input_value_attributes,
+    invocation_parameter_attributes,
+    message_attributes,
+    model_attributes,
+    output_value_attributes,
+    tool_definition_attributes,
+    usage_attributes,
+)
+from convotel.json_encoding import jsonable, safe_json_dumps
+from convotel.spans import Pair
+
+#: The DSPy signature of a module call (``"question -> answer"``); no OpenInference name exists.
+DSPY_SIGNATURE = "dspy.signature"
+#: The signature's instructions (the task description DSPy puts in the system prompt).
+DSPY_SIGNATURE_INSTRUCTIONS = "dspy.signature.instructions"
+#: Number of examples an ``Evaluate`` run scores.
+DSPY_EVALUATE_DEVSET_SIZE = "dspy.evaluate.devset_size"
+#: The score ``Evaluate`` returned (DSPy's percentage).
+DSPY_EVALUATE_SCORE = "dspy.evaluate.score"
+#: Set on an LLM span answered from DSPy's response cache (no tokens were billed).
+DSPY_CACHE_HIT = "dspy.cache_hit"
+
+# LM settings that configure DSPy itself, not the model's generation (connection settings and
+# credentials are the core's SECRET_PARAMETERS).
+_NOT_INVOCATION_PARAMETERS = frozenset(
+    {
+        "messages",
+        "prompt",
+        "num_retries",
+        "cache",
+        "callbacks",
+        "request",
+    }
+)
+
+
+# --- modules -----------------------------------------------------------------------------------
+
+
+def module_signature(module: Any) -> Any:
+    """The signature of a Predict-like module (``Predict``, ``ChainOfThought``, ``ReAct``...)."""
+    signature = getattr(module, "signature", None)
+    if signature is None:
+        signature = getattr(getattr(module, "predict", None), "signature", None)
+    return signature
+
+
+_signature_pairs: weakref.WeakKeyDictionary[type, tuple[Pair, ...]] = weakref.WeakKeyDictionary()
+
+
+def signature_attributes(signature: Any) -> Iterator[Pair]:
+    """``dspy.signature`` and its instructions, computed once per signature class."""
+    if not isinstance(signature, type):
+        return
+    pairs = _signature_pairs.get(signature)
+    if pairs is None:
+        text = getattr(signature, "signature", None)
+        instructions = getattr(signature, "instructions", None)
+        pairs = tuple(
+            (key, value)
+            for key, value in ((DSPY_SIGNATURE, text), (DSPY_SIGNATURE_INSTRUCTIONS, instructions))
+            if isinstance(value, str) and value
+        )
+        _signature_pairs[signature] = pairs
+    yield from pairs
+
+
+def module_inputs(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A module call's inputs without the LM object DSPy lets callers pass as ``lm=``."""
+    return {name: value for name, value in arguments.items() if name not in ("self", "lm")}
+
+
+def prediction_fields(prediction: Any) -> Any:
+    """A ``dspy.Prediction``'s fields as a dict; any other output as it is."""
+    items = getattr(prediction, "items", None)
+    if callable(items) and hasattr(prediction, "_store"):
+        return dict(items())
+    return prediction
+
+
+# --- language models ---------------------------------------------------------------------------
+
+
+def split_model(model: Any) -> tuple[str | None, str | None]:
+    """``"openai/gpt-4o-mini"`` -> (``"openai"``, ``"gpt-4o-mini"``)."""
+    if not isinstance(model, str):
+        return None, None
+    provider, separator, name = model.partition("/")
+    return (provider, name) if separator else (None, model)
+
+
+def _content_parts(content: Iterable[Any]) -> list[ContentPart]:
+    parts = []
+    for part in content:
+        if not isinstance(part, Mapping):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            parts.append(ContentPart("text", text=part.get("text")))
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, Mapping) else image
+            parts.append(ContentPart("image", image_url=url if isinstance(url, str) else None))
+    return parts
+
+
+def chat_message(message: Any) -> Message:
+    """An OpenAI-style chat message dict as a :class:`Message`."""
+    data = message if isinstance(message, Mapping) else jsonable(message)
+    if not isinstance(data, Mapping):
+        return Message(content=str(message))
+    content = data.get("content")
+    return Message(
+        role=data.get("role"),
+        content=content if isinstance(content, str) else None,
+        parts=_content_parts(content) if isinstance(content, list) else (),
+        tool_calls=tool_calls(data.get("tool_calls") or ()),
+        tool_call_id=data.get("tool_call_id"),
+        name=data.get("name"),
+    )
+
+
+def tool_calls(calls: Iterable[Any]) -> list[ToolCall]:
+    result = []
+    for call in calls:
+        data = call if isinstance(call, Mapping) else jsonable(call)
+        if not isinstance(data, Mapping):
+            continue
+        function = data.get("function") or {}
+        arguments = function.get("arguments")
+        result.append(
+            ToolCall(
+                id=data.get("id"),
+                name=function.get("name"),
+                arguments=arguments if isinstance(arguments, str) else safe_json_dumps(arguments),
+            )
+        )
+    return result
+
+
+def lm_request_attributes(lm: Any, arguments: Mapping[str, Any]) -> Iterator[Pair]:
+    """Model, messages and parameters of ``lm(prompt, messages=..., **kwargs)``."""
+    provider, name = split_model(getattr(lm, "model", None))
+    yield from model_attributes(provider=provider, request_model=name)
+    messages = arguments.get("messages")
+    prompt = arguments.get("prompt")
+    if isinstance(messages, list):
+        yield from input_value_attributes(messages)
+        yield from message_attributes(
+            SpanAttributes.LLM_INPUT_MESSAGES, (chat_message(m) for m in messages)
+        )
+    elif isinstance(prompt, str):
+        yield from input_value_attributes(prompt)
+        yield from message_attributes(
+            SpanAttributes.LLM_INPUT_MESSAGES, [Message(role="user", content=prompt)]
+        )
+    elif prompt is not None:  # an explicit dspy.lm15.Request (DSPy >= 3.4)
+        yield from input_value_attributes(jsonable(prompt))
+        yield from message_attributes(SpanAttributes.LLM_INPUT_MESSAGES, request_messages(prompt))
+    parameters = {**(getattr(lm, "kwargs", None) or {}), **arguments}
+    tools = parameters.get("tools")
+    if isinstance(tools, list):
+        yield from tool_definition_attributes(tools)
+    yield from invocation_parameter_attributes(parameters, exclude=_NOT_INVOCATION_PARAMETERS)
+
+
+def request_messages(request: Any) -> list[Message]:
+    """The system prompt and messages of a ``dspy.lm15.Request`` (text parts only)."""
+    system = getattr(request, "system", None)
+    messages = [Message(role="system", content=system)] if isinstance(system, str) else []
+    for message in getattr(request, "messages", None) or ():
+        role, text = getattr(message, "role", None), getattr(message, "text", None)
+        messages.append(
+            Message(
+                role=str(role) if role is not None else None,
+                content=text if isinstance(text, str) else None,
+            )
+        )
+    return messages
+
+
+def lm_output_attributes(outputs: Any) -> Iterator[Pair]:
+    """Output messages from what ``lm(...)`` returned: strings, dicts with text/tool calls, or
+    a ``dspy.lm15.Response`` for an explicit request."""
+    if not isinstance(outputs, list):
+        text = getattr(outputs, "text", None)
+        if isinstance(text, str):
+            yield from output_value_attributes(text)
+            yield from message_attributes(
+                SpanAttributes.LLM_OUTPUT_MESSAGES, [Message(role="assistant", content=text)]
+            )
+        else:
+            yield from output_value_attributes(jsonable(outputs))
+        return
+    messages = []
+    for output in outputs:
+        if isinstance(output, str):
+            messages.append(Message(role="assistant", content=output))
+        elif isinstance(output, Mapping):
+            text = output.get("text")
+            messages.append(
+                Message(
+                    role="assistant",
+                    content=text if isinstance(text, str) else None,
+                    tool_calls=tool_calls(output.get("tool_calls") or ()),
+                )
+            )
+    if len(messages) == 1 and messages[0].content is not None:
+        yield from output_value_attributes(messages[0].content)
+    else:
+        yield from output_value_attributes(outputs)
+    yield from message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, messages)
+
+
+def _count(details: Any, key: str) -> int | None:
+    value = details.get(key) if isinstance(details, Mapping) else getattr(details, key, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def lm_result_attributes(
+    usage: Any, response_model: Any, cache_hit: bool = False
+) -> Iterator[Pair]:
+    """Token counts and the answering model, from DSPy's record of one LM call."""
+    if isinstance(response_model, str) and response_model:
+        _, name = split_model(response_model)
+        yield from model_attributes(response_model=name)
+    if cache_hit:
+        yield DSPY_CACHE_HIT, True
+        return
+    data = usage if isinstance(usage, Mapping) else jsonable(usage) if usage else {}
+    if not isinstance(data, Mapping) or not data:
+        return
+    prompt_details = data.get("prompt_tokens_details") or data.get("input_tokens_details")
+    completion_details = data.get("completion_tokens_details") or data.get("output_tokens_details")
+    prompt = _count(data, "prompt_tokens")
+    completion = _count(data, "completion_tokens")
+    yield from usage_attributes(
+        prompt=prompt if prompt is not None else _count(data, "input_tokens"),
+        completion=completion if completion is not None else _count(data, "output_tokens"),
+        total=_count(data, "total_tokens"),
+        cache_read=_count(prompt_details, "cached_tokens"),
+        cache_write=_count(prompt_details, "cache_creation_tokens"),
+        reasoning=_count(completion_details, "reasoning_tokens"),
+    )
+
+
+# --- tools, embedders, retrievers, evaluation --------------------------------------------------
+
+
+def tool_attributes(tool: Any, arguments: Mapping[str, Any]) -> Iterator[Pair]:
+    yield SpanAttributes.TOOL_NAME, getattr(tool, "name", None)
+    yield SpanAttributes.TOOL_DESCRIPTION, getattr(tool, "desc", None)
+    schema = getattr(tool, "args", None)
+    if schema is not None:
+        yield SpanAttributes.TOOL_PARAMETERS, safe_json_dumps(schema)
+    yield from input_value_attributes(dict(arguments))
+
+
+def embedder_request_attributes(embedder: Any, arguments: Mapping[str, Any]) -> Iterator[Pair]:
+    model = getattr(embedder, "model", None)
+    inputs = arguments.get("inputs")
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    yield from embedding_attributes(
+        model=model if isinstance(model, str) else getattr(model, "__name__", None),
+        texts=texts if isinstance(texts, list) else None,
+    )
+    if isinstance(model, str):
+        provider, _ = split_model(model)
+        yield SpanAttributes.LLM_PROVIDER, provider
+
+
+def embedding_vectors(embeddings: Any) -> Iterator[Pair]:
+    """Vectors of the numpy array ``Embedder`` returns (one row per input, or one vector)."""
+    tolist = getattr(embeddings, "tolist", None)
+    rows = tolist() if callable(tolist) else embeddings
+    if isinstance(rows, list) and rows and not isinstance(rows[0], list):
+        rows = [rows]
+    if isinstance(rows, list):
+        yield from embedding_attributes(vectors=rows)
+
+
+def retrieval_attributes(prediction: Any) -> Iterator[Pair]:
+    """``retrieval.documents`` from a retriever's ``Prediction(passages=..., scores=...)``."""
+    fields = prediction_fields(prediction)
+    if not isinstance(fields, Mapping):
+        yield from output_value_attributes(fields)
+        return
+    passages = fields.get("passages") or []
+    indices = fields.get("indices") or []
+    scores = fields.get("scores") or []
+    documents = [
+        Document(
+            content=passage if isinstance(passage, str) else safe_json_dumps(passage),
+            id=str(indices[i]) if i < len(indices) else None,
+            score=float(scores[i]) if i < len(scores) else None,
+        )
+        for i, passage in enumerate(passages)
+    ]
+    yield from document_attributes(SpanAttributes.RETRIEVAL_DOCUMENTS, documents)
+
+
+def evaluate_request_attributes(evaluate: Any, arguments: Mapping[str, Any]) -> Iterator[Pair]:
+    program = arguments.get("program")
+    metric = arguments.get("metric") or getattr(evaluate, "metric", None)
+    devset = arguments.get("devset") or getattr(evaluate, "devset", None) or []
+    yield DSPY_EVALUATE_DEVSET_SIZE, len(devset)
+    yield from input_value_attributes(
+        {
+            "program": type(program).__name__ if program is not None else None,
+            "metric": getattr(metric, "__name__", type(metric).__name__) if metric else None,
+            "devset_size": len(devset),
+        }
+    )
+
+
+def evaluate_response_attributes(result: Any) -> Iterator[Pair]:
+    score = getattr(result, "score", result)
+    if isinstance(score, (int, float)) and not isinstance(score, bool):
+        yield DSPY_EVALUATE_SCORE, float(score)
+        yield from output_value_attributes({"score": float(score)})
