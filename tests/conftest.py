@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import context as context_api
+from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from convotel import get_attributes_from_context
 
 
 @pytest.fixture
@@ -21,3 +25,17 @@ def tracer_provider(span_exporter: InMemorySpanExporter) -> Iterator[TracerProvi
     provider.add_span_processor(SimpleSpanProcessor(span_exporter))
     yield provider
     provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_context_leaks() -> Iterator[None]:
+    """Fail a test that leaves a span or a session/user id attached to the caller's context."""
+    saved = context_api.get_current()
+    span_before = trace_api.get_current_span()
+    attributes_before = dict(get_attributes_from_context())
+    yield
+    span_after = trace_api.get_current_span()
+    attributes_after = dict(get_attributes_from_context())
+    context_api.attach(saved)  # one leak must not cascade into the next tests
+    assert span_after is span_before, f"the test left span {span_after!r} current"
+    assert attributes_after == attributes_before, f"the test left {attributes_after} set"
