@@ -11,9 +11,12 @@ import pytest
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
+from opentelemetry import context as context_api
+from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from convotel import get_attributes_from_context
 from convotel.llama_index import LlamaIndexInstrumentor
 
 sys.path.insert(0, str(Path(__file__).parent))  # the llama_index_* helper modules beside this file
@@ -24,6 +27,24 @@ DOCUMENTS = [
     ("doc-paris", "Paris is the capital of France."),
     ("doc-berlin", "Berlin is the capital of Germany."),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _caller_context_unchanged() -> Iterator[None]:
+    """Fail a test after which the caller's OpenTelemetry context differs in any value (a span,
+    a session or user id, or one of the instrumentor's own keys) from what it was before."""
+    saved = context_api.get_current()
+    span_before = trace_api.get_current_span()
+    attributes_before = dict(get_attributes_from_context())
+    yield
+    after = context_api.get_current()
+    span_after = trace_api.get_current_span()
+    attributes_after = dict(get_attributes_from_context())
+    context_api.attach(saved)  # one leak must not cascade into the next tests
+    if span_before is trace_api.INVALID_SPAN:
+        assert span_after is trace_api.INVALID_SPAN, f"the test left span {span_after!r} current"
+    assert attributes_after == attributes_before, f"the test left {attributes_after} set"
+    assert dict(after) == dict(saved), "the test left values in the caller's context"
 
 
 @pytest.fixture

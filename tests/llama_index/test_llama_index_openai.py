@@ -27,6 +27,8 @@ from llama_index.core.tools import FunctionTool
 from llama_index.embeddings.openai import OpenAIEmbedding  # type: ignore[import-untyped]
 from llama_index.llms.openai import OpenAI
 from llama_index_spans import KIND, FinishedSpans, attributes, token_stream
+from opentelemetry import context as context_api
+from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import StatusCode
 
@@ -274,6 +276,37 @@ def test_with_both_instrumentors_a_stream_is_one_llm_span(
 
     only_llm_span_below(spans, "OpenAI.stream_chat")
     spans.captured().assert_session("both-2", llm_calls=1, tokens=(14, 7, 21))
+
+
+@pytest.mark.usefixtures("openai_instrumented")
+def test_with_both_instrumentors_a_stream_consumed_after_its_session_block_nests_under_its_call(
+    spans: FinishedSpans, llm: OpenAI
+) -> None:
+    with cassette("stream_chat"):
+        with using_session("both-late"):
+            stream = llm.stream_chat([ChatMessage(role="user", content=QUESTION)])
+        caller = context_api.get_current()
+        assert trace_api.get_current_span() is trace_api.INVALID_SPAN
+        for _chunk in stream:  # the HTTP request is made at the first step
+            assert context_api.get_current() is caller, "no step leaves its context behind"
+
+    only_llm_span_below(spans, "OpenAI.stream_chat")
+    spans.captured().assert_session("both-late", llm_calls=1, tokens=(14, 7, 21))
+
+
+@pytest.mark.usefixtures("openai_instrumented")
+async def test_with_both_instrumentors_an_async_stream_is_one_llm_span_and_leaks_nothing(
+    spans: FinishedSpans, llm: OpenAI
+) -> None:
+    with cassette("stream_chat"), using_session("both-async"):
+        caller = context_api.get_current()
+        stream = await llm.astream_chat([ChatMessage(role="user", content=QUESTION)])
+        assert context_api.get_current() is caller
+        async for _chunk in stream:
+            assert context_api.get_current() is caller
+
+    only_llm_span_below(spans, "OpenAI.astream_chat")
+    spans.captured().assert_session("both-async", llm_calls=1, tokens=(14, 7, 21))
 
 
 @pytest.mark.usefixtures("openai_instrumented")

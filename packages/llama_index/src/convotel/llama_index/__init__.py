@@ -2,7 +2,9 @@
 
 ``LlamaIndexInstrumentor().instrument()`` registers a span handler and an event handler on
 LlamaIndex's root instrumentation dispatcher; every instrumented LlamaIndex call then becomes an
-OpenInference span carrying the session and user ids of the convotel context it ran in.
+OpenInference span carrying the session and user ids of the convotel context it ran in. The
+stream methods of LlamaIndex's LLM classes are also wrapped, so that their lazy streams step
+under the context of the call that returned them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ __all__ = ["LlamaIndexInstrumentor", "__version__"]
 
 
 class LlamaIndexInstrumentor(ConvotelInstrumentor):
-    """Traces LlamaIndex through its instrumentation dispatcher (no monkey-patching)."""
+    """Traces LlamaIndex through its instrumentation dispatcher; wraps only the LLM classes'
+    stream methods (a span handler cannot replace the stream a call returns)."""
 
     instrumentation_name = "convotel-llama-index"
     instrumentation_version = __version__
@@ -37,12 +40,15 @@ class LlamaIndexInstrumentor(ConvotelInstrumentor):
             ConvotelEventHandler,
             ConvotelSpanHandler,
         )
+        from convotel.llama_index.streaming import StreamMethodPatch
 
         super()._instrument(**kwargs)
         dispatcher = get_dispatcher()
         tracker = CallTracker(self._get_tracing)
         dispatcher.add_span_handler(ConvotelSpanHandler(tracker))
         dispatcher.add_event_handler(ConvotelEventHandler(tracker))
+        self._stream_methods = StreamMethodPatch()
+        self._stream_methods.install()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         from llama_index_instrumentation import get_dispatcher
@@ -60,4 +66,5 @@ class LlamaIndexInstrumentor(ConvotelInstrumentor):
             for handler in dispatcher.event_handlers
             if not isinstance(handler, ConvotelEventHandler)
         ]
+        self._stream_methods.remove()
         super()._uninstrument(**kwargs)

@@ -5,8 +5,10 @@ LlamaIndex announces every instrumented call to the span handlers of its root di
 result) and sends events (``LLMChatEndEvent``...) carrying the data in between. A
 :class:`CallTracker` opens one convotel span per call in the OpenTelemetry context current at the
 call (so it carries that context's session and user ids and nests under its spans), keeps the
-span current while the call runs and adds what the events say. The two pydantic handler classes
-LlamaIndex requires only forward to it (their attribute access is too slow for the hot path).
+span current while the call runs, gives the caller back its own context when the call returns
+(a returned stream steps under the call's context later: :mod:`convotel.llama_index.streaming`)
+and adds what the events say. The two pydantic handler classes LlamaIndex requires only forward
+to it (their attribute access is too slow for the hot path).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.tools import BaseTool
 from openinference.semconv.trace import RerankerAttributes, SpanAttributes
 from opentelemetry import context as context_api
-from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from pydantic import PrivateAttr
@@ -49,7 +50,11 @@ from convotel.llama_index.extraction import (
     RETRIEVER,
     TOOL,
 )
-from convotel.llama_index.streaming import AsyncContextStreamProxy, ContextStreamProxy, StandInSpan
+from convotel.llama_index.streaming import (
+    AsyncContextStreamProxy,
+    ContextStreamProxy,
+    offer_stream,
+)
 from convotel.spans import STREAM_OUTCOME, CallSpan, Pair, StreamOutcome, Tracing, log_once
 
 #: The methods of an LLM that are one model call (the others, e.g. ``predict``, call these).
@@ -68,6 +73,7 @@ _CATEGORIES: tuple[tuple[type | tuple[type, ...], str], ...] = (
 )
 _category_of_type: dict[type, str] = {}
 _ENCLOSING_CALL = context_api.create_key("convotel-llama-index-call")
+_NO_CONTEXT = Context()
 
 
 def span_kind(instance: object, method: str) -> str | None:
@@ -90,8 +96,8 @@ class OpenCall:
     """A LlamaIndex call being traced: its convotel span and what its events have said."""
 
     __slots__ = (
-        *("call", "kind", "method", "id", "parent_id", "instance_key", "enclosing", "stand_in"),
-        *("token", "streaming", "streamed_chunk", "awaits_writer", "written", "error"),
+        *("call", "kind", "method", "id", "parent_id", "instance_key", "enclosing", "released"),
+        *("context", "token", "streaming", "streamed_chunk", "awaits_writer", "written", "error"),
         *("embedded_texts", "embedded_vectors"),
     )
 
@@ -103,7 +109,11 @@ class OpenCall:
         self.parent_id = parent_id
         self.instance_key: int | None = None
         self.enclosing: OpenCall | None = None
-        self.stand_in: StandInSpan | None = None
+        #: Set once calls of the same instance and kind below are no longer part of this one.
+        self.released = False
+        #: The call's context (its span current, the caller's session and user ids) until it
+        #: ends; it refers to this call, so it is dropped then (no reference cycle is left).
+        self.context: Context = call.context
         self.token: Token[Context] | None = None
         self.streaming = self.streamed_chunk = False
         self.awaits_writer = False
@@ -113,23 +123,17 @@ class OpenCall:
         self.embedded_texts: list[str] = []
         self.embedded_vectors: list[list[float]] = []
 
-    @property
-    def standing_in(self) -> bool:
-        return self.stand_in is not None and not self.stand_in.released
-
     def release(self) -> None:
-        """Stop standing in for this call in contexts it could not detach from."""
-        if self.stand_in is not None:
-            self.stand_in.release()
+        """The model request below has been made (or the call ended): a later call of the same
+        instance and kind is a call of its own."""
+        self.released = True
 
-    def detach(self, release: bool = True) -> None:
-        """Restore the context from before the call (if this is the context it was entered in)."""
+    def detach(self) -> None:
+        """Restore the caller's context (if this is the context the call was entered in)."""
         token, self.token = self.token, None
         if token is not None:
             with contextlib.suppress(ValueError):
                 token.var.reset(token)
-        if release:
-            self.release()
 
     def end(
         self,
@@ -138,7 +142,7 @@ class OpenCall:
         outcome: StreamOutcome | None = None,
     ) -> None:
         self.release()
-        self.token = None  # a context left current after the call no longer needs resetting
+        self.context = _NO_CONTEXT
         if self.call.ended:
             return
         if self.embedded_texts or self.embedded_vectors:
@@ -155,7 +159,7 @@ def _inside_same_call(enclosing: OpenCall | None, instance_key: int, kind: str) 
     its stream not started yet): ``chat()`` calling ``complete()`` is one model call."""
     while enclosing is not None:
         if enclosing.instance_key == instance_key and enclosing.kind == kind:
-            return enclosing.standing_in
+            return not enclosing.released
         enclosing = enclosing.enclosing
     return False
 
@@ -183,11 +187,9 @@ class CallTracker:
         if kind is None:
             return
         parent_context = context_api.get_current()
-        left_behind = enclosing = cast(OpenCall | None, parent_context.get(_ENCLOSING_CALL))
-        while enclosing is not None and not enclosing.standing_in:
+        enclosing = cast(OpenCall | None, parent_context.get(_ENCLOSING_CALL))
+        while enclosing is not None and enclosing.released:  # e.g. a stream's first chunk came
             enclosing = enclosing.enclosing
-        if enclosing is not left_behind:  # a finished call's context, left current after it
-            parent_context = context_api.set_value(_ENCLOSING_CALL, enclosing, parent_context)
         instance_key = None if instance is None else id(instance)
         if instance_key is not None and _inside_same_call(enclosing, instance_key, kind):
             return
@@ -200,15 +202,15 @@ class CallTracker:
             call.set_attributes(extraction.llm_request_attributes(instance, arguments))
         opened = OpenCall(call, kind, method, id_, parent_id)
         opened.instance_key, opened.enclosing = instance_key, enclosing
-        opened.stand_in = StandInSpan(call.span, trace_api.get_current_span(parent_context))
-        context = trace_api.set_span_in_context(opened.stand_in, call.context)
-        opened.token = context_api.attach(context_api.set_value(_ENCLOSING_CALL, opened, context))
+        opened.context = context_api.set_value(_ENCLOSING_CALL, opened, call.context)
         self.calls[id_] = opened
+        opened.token = context_api.attach(opened.context)
 
     def exit(self, id_: str, result: Any) -> None:
         opened = self.calls.get(id_)
         if opened is None:
             return
+        opened.detach()  # whatever the result, the caller gets back the context it had
         try:
             done = self._exit(opened, result)
         except Exception as exc:  # noqa: BLE001 - never break the host application
@@ -221,21 +223,18 @@ class CallTracker:
     def _exit(self, opened: OpenCall, result: Any) -> bool:
         """End the call's span for ``result``; keep it (return False) while its stream runs."""
         if isinstance(result, (StreamingResponse, AsyncStreamingResponse)):
-            # The stream goes on where the call left off: under the context current now, which
-            # may hold an LLM stream an inner call started (its model request is still to come).
-            _proxy_response_stream(opened, result, context_api.get_current())
-            opened.detach(release=False)
+            _proxy_response_stream(opened, result)  # its chunks are produced under the query's
             return True
-        if isinstance(result, (GeneratorType, AsyncGeneratorType)):
-            # Lazy: the generator body runs later, under the context this call leaves current.
-            if opened.kind == LLM:
-                opened.streaming = True  # ended by the LLM's end or exception event, or on GC
-                weakref.finalize(result, self._abandon, opened.id)
-                return False
-        else:
-            opened.detach()
+        if isinstance(result, (GeneratorType, AsyncGeneratorType)) and opened.kind == LLM:
+            # Lazy: the model request is made while the caller iterates, each step under the
+            # call's context (see streaming.StreamMethodPatch).
+            offer_stream(result, opened.context)
+            opened.streaming = True  # ended by the LLM's end or exception event, or on GC
+            weakref.finalize(result, self._abandon, opened.id)
+            return False
         if isinstance(result, StreamingAgentChatResponse):
             # Ended by the writer that consumes the stream (a child call, maybe done already).
+            opened.release()
             opened.awaits_writer = True
             weakref.finalize(result, self._abandon, opened.id)
             return self._end_chat_stream(opened)
@@ -368,16 +367,16 @@ _EVENT_READERS: dict[str, Callable[[CallTracker, OpenCall, Any], None]] = {
 
 
 def _proxy_response_stream(
-    opened: OpenCall, response: StreamingResponse | AsyncStreamingResponse, context: Context
+    opened: OpenCall, response: StreamingResponse | AsyncStreamingResponse
 ) -> None:
-    """Make the response's token stream run under ``context`` and end the span when it ends."""
+    """Make the response's token stream run under the call's context and end the span with it."""
     stream = response.response_gen
     if stream is None:
         opened.end()
     elif isinstance(response, StreamingResponse):
-        response.response_gen = ContextStreamProxy(stream, opened.call, context)
+        response.response_gen = ContextStreamProxy(stream, opened.call, opened.context)
     else:
-        response.response_gen = AsyncContextStreamProxy(stream, opened.call, context)
+        response.response_gen = AsyncContextStreamProxy(stream, opened.call, opened.context)
 
 
 class ConvotelSpanHandler(BaseSpanHandler[BaseSpan]):

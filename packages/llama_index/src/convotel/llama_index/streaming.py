@@ -1,86 +1,220 @@
 """How LlamaIndex streams stay in the trace of the call that started them, and how they end.
 
 LlamaIndex evaluates streams lazily: an LLM's ``stream_chat`` returns a generator whose body (the
-HTTP request included) runs when the caller iterates it, after LlamaIndex's span has exited. Two
-tools keep that work inside the right span:
+HTTP request included) runs when the caller iterates it, after LlamaIndex's span has exited and
+the caller's context has been restored. Nothing is left attached to the caller's context; instead
+each *step* of such a stream runs under the context of the call that returned it (attached before
+the step, detached right after), so a provider instrumentor's span made during iteration nests
+under the LlamaIndex span and is claimed by it:
 
-* :class:`StandInSpan` is what a LlamaIndex span puts in the OpenTelemetry context. A span whose
-  result is a lazy generator leaves its context attached, so the generator body (and a provider
-  instrumentor's span in it) runs under that span; once released the stand-in resolves to the span
-  that was current before, so a context the span could not detach no longer parents new spans
-  under it.
+* :class:`StreamMethodPatch` wraps the stream methods of every LlamaIndex LLM class (also those
+  defined later); the wrapper hands back the generator the call returned, proxied by
+  :class:`ContextStepGenerator` / :class:`AsyncContextStepGenerator`, with the context the call
+  tracker offered for it (:func:`offer_stream`). A span handler cannot replace a result itself.
 * :class:`ContextStreamProxy` / :class:`AsyncContextStreamProxy` replace a query engine's
-  ``response_gen``: each chunk is produced under the context current when the query returned
-  (its span, the caller's session, an LLM stream an inner call started), and the core's stream
-  proxy ends the query span however the stream ends.
+  ``response_gen`` (a mutable field): each chunk is produced under the query's context, and the
+  core's stream proxy ends the query span however the stream ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import wrapt
 from opentelemetry import context as context_api
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanContext, Status, StatusCode
-from opentelemetry.util.types import Attributes, AttributeValue
 
 from convotel.attributes import output_value_attributes
-from convotel.spans import AsyncStreamProxy, CallSpan, Pair, StreamProxy
+from convotel.spans import AsyncStreamProxy, CallSpan, Pair, StreamProxy, log_once
+
+if TYPE_CHECKING:  # wrapt >= 2 types ObjectProxy as a generic; wrapt 1.x cannot subscript it
+    _ProxyBase = wrapt.ObjectProxy[Any]
+else:
+    _ProxyBase = wrapt.ObjectProxy
+
+_T = TypeVar("_T")
+
+#: The LLM methods whose result is a lazy model stream (its request is made while iterating).
+STREAM_METHODS = ("stream_chat", "stream_complete", "astream_chat", "astream_complete")
+
+#: The streams offered by the calls inside the innermost wrapped stream method now running.
+_offered_streams: ContextVar[list[tuple[Any, Context]] | None] = ContextVar(
+    "convotel_llama_index_offered_streams", default=None
+)
 
 
-class StandInSpan(Span):
-    """Stands for a span in a context until :meth:`release`, then for the span before it."""
+def _step(context: Context, step: Callable[..., _T], *args: Any) -> _T:
+    token = context_api.attach(context)
+    try:
+        return step(*args)
+    finally:
+        context_api.detach(token)
 
-    _target: Span
-    _previous: Span
-    released: bool
 
-    def __init__(self, span: Span, previous: Span) -> None:
-        while isinstance(previous, StandInSpan) and previous.released:
-            previous = previous._target  # never a chain through stand-ins of finished calls
-        self._target = span
-        self._previous = previous
-        self.released = False
+async def _step_async(context: Context, step: Awaitable[_T]) -> _T:
+    token = context_api.attach(context)
+    try:
+        return await step
+    finally:
+        context_api.detach(token)
 
-    def release(self) -> None:
-        self.released = True
-        self._target = self._previous
 
-    def get_span_context(self) -> SpanContext:
-        return self._target.get_span_context()
+class ContextStepGenerator(_ProxyBase):
+    """A generator whose every step (``next``, ``send``, ``throw``, ``close``) runs under
+    ``context``; the caller's context is restored when the step returns."""
 
-    def is_recording(self) -> bool:
-        return self._target.is_recording()
+    def __init__(self, generator: Any, context: Context) -> None:
+        super().__init__(generator)
+        self._self_context = context
 
-    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
-        self._target.set_attributes(attributes)
+    def __iter__(self) -> ContextStepGenerator:
+        return self
 
-    def set_attribute(self, key: str, value: AttributeValue) -> None:
-        self._target.set_attribute(key, value)
+    def __next__(self) -> Any:
+        return _step(self._self_context, self.__wrapped__.__next__)
 
-    def add_event(
-        self, name: str, attributes: Attributes = None, timestamp: int | None = None
-    ) -> None:
-        self._target.add_event(name, attributes, timestamp)
+    def send(self, value: Any) -> Any:
+        return _step(self._self_context, self.__wrapped__.send, value)
 
-    def update_name(self, name: str) -> None:
-        self._target.update_name(name)
+    def throw(self, *args: Any) -> Any:
+        return _step(self._self_context, self.__wrapped__.throw, *args)
 
-    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        self._target.set_status(status, description)
+    def close(self) -> None:
+        _step(self._self_context, self.__wrapped__.close)
 
-    def record_exception(
-        self,
-        exception: BaseException,
-        attributes: Attributes = None,
-        timestamp: int | None = None,
-        escaped: bool = False,
-    ) -> None:
-        self._target.record_exception(exception, attributes, timestamp, escaped)
 
-    def end(self, end_time: int | None = None) -> None:
-        self._target.end(end_time)
+class AsyncContextStepGenerator(_ProxyBase):
+    """An async generator whose every step runs under ``context`` (see
+    :class:`ContextStepGenerator`)."""
+
+    def __init__(self, generator: Any, context: Context) -> None:
+        super().__init__(generator)
+        self._self_context = context
+
+    def __aiter__(self) -> AsyncContextStepGenerator:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await _step_async(self._self_context, self.__wrapped__.__anext__())
+
+    async def asend(self, value: Any) -> Any:
+        return await _step_async(self._self_context, self.__wrapped__.asend(value))
+
+    async def athrow(self, *args: Any) -> Any:
+        return await _step_async(self._self_context, self.__wrapped__.athrow(*args))
+
+    async def aclose(self) -> None:
+        await _step_async(self._self_context, self.__wrapped__.aclose())
+
+
+def offer_stream(stream: Any, context: Context) -> None:
+    """Have the wrapped stream method that returns ``stream`` step it under ``context``."""
+    offered = _offered_streams.get()
+    if offered is not None:
+        offered.append((stream, context))
+
+
+def _stepping(result: Any, offered: list[tuple[Any, Context]]) -> Any:
+    for stream, context in offered:
+        if stream is result:
+            if hasattr(result, "__anext__"):
+                return AsyncContextStepGenerator(result, context)
+            return ContextStepGenerator(result, context)
+    return result
+
+
+async def _stepping_when_awaited(coroutine: Awaitable[Any]) -> Any:
+    offered: list[tuple[Any, Context]] = []
+    token = _offered_streams.set(offered)
+    try:
+        result = await coroutine
+    finally:
+        _offered_streams.reset(token)
+    return _stepping(result, offered)
+
+
+def _wrap_stream_method(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``wrapt`` wrapper of an LLM stream method (outside LlamaIndex's own span wrapper)."""
+    offered: list[tuple[Any, Context]] = []
+    token = _offered_streams.set(offered)
+    try:
+        result = wrapped(*args, **kwargs)
+    finally:
+        _offered_streams.reset(token)
+    if inspect.iscoroutine(result):  # an async method: its span runs when awaited
+        return _stepping_when_awaited(result)
+    return _stepping(result, offered)
+
+
+def _llm_classes(base: type) -> Iterator[type]:
+    pending, seen = [base], set()
+    while pending:
+        cls = pending.pop()
+        if cls not in seen:
+            seen.add(cls)
+            yield cls
+            pending.extend(cls.__subclasses__())
+
+
+class StreamMethodPatch:
+    """Wraps the stream methods of every LlamaIndex LLM class, present and future (through
+    ``BaseLLM.__init_subclass__``); :meth:`remove` puts back exactly what it found."""
+
+    def __init__(self) -> None:
+        self.originals: list[tuple[type, str, Any]] = []
+        self.hooked: type | None = None
+        self.previous_hook: Any = None
+
+    def install(self) -> None:
+        from llama_index.core.base.llms.base import BaseLLM
+
+        for cls in _llm_classes(BaseLLM):
+            self.wrap(cls)
+        previous = self.previous_hook = vars(BaseLLM).get("__init_subclass__")
+        wrap = self.wrap
+
+        def init_subclass(cls: type[BaseLLM], /, **kwargs: Any) -> None:
+            if previous is not None:
+                previous.__get__(None, cls)(**kwargs)
+            else:
+                super(BaseLLM, cls).__init_subclass__(**kwargs)
+            wrap(cls)  # after LlamaIndex has put its span wrapper on the class's methods
+
+        type.__setattr__(BaseLLM, "__init_subclass__", classmethod(init_subclass))
+        self.hooked = BaseLLM
+
+    def wrap(self, cls: type) -> None:
+        """Wrap the stream methods ``cls`` itself defines (never raises)."""
+        try:
+            for name in STREAM_METHODS:
+                method = vars(cls).get(name)
+                if (
+                    method is None
+                    or not callable(method)
+                    or getattr(method, "__isabstractmethod__", False)
+                    or getattr(method, "_self_wrapper", None) is _wrap_stream_method
+                ):
+                    continue
+                setattr(cls, name, wrapt.FunctionWrapper(method, _wrap_stream_method))
+                self.originals.append((cls, name, method))
+        except Exception as exc:  # noqa: BLE001 - a class definition must never fail
+            log_once("llama_index: wrapping an LLM's stream methods", exc)
+
+    def remove(self) -> None:
+        if self.hooked is not None:
+            if self.previous_hook is None:
+                type.__delattr__(self.hooked, "__init_subclass__")
+            else:
+                type.__setattr__(self.hooked, "__init_subclass__", self.previous_hook)
+            self.hooked = None
+        while self.originals:
+            cls, name, original = self.originals.pop()
+            setattr(cls, name, original)
 
 
 class TextAccumulator:
@@ -107,11 +241,7 @@ class ContextStreamProxy(StreamProxy):
         self._self_context = context
 
     def __next__(self) -> Any:
-        token = context_api.attach(self._self_context)
-        try:
-            return super().__next__()
-        finally:
-            context_api.detach(token)
+        return _step(self._self_context, super().__next__)
 
 
 class AsyncContextStreamProxy(AsyncStreamProxy):
@@ -122,8 +252,4 @@ class AsyncContextStreamProxy(AsyncStreamProxy):
         self._self_context = context
 
     async def __anext__(self) -> Any:
-        token = context_api.attach(self._self_context)
-        try:
-            return await super().__anext__()
-        finally:
-            context_api.detach(token)
+        return await _step_async(self._self_context, super().__anext__())
