@@ -39,7 +39,7 @@ TEST_TOOLS = [
 #: Framework SDKs at their latest supported versions (upper bounds are the tested majors).
 #: llama-index-llms-openai pins openai<3, so its integration runs in `tests_llama_openai`.
 LATEST_SDKS = [
-    "openai>=3.0.0,<4",
+    "openai>=2.0.0,<4",
     "mistralai>=2.0.0,<4",
     "llama-index-core>=0.14.9,<0.15",
     "dspy>=3.0.0,<4",
@@ -55,7 +55,7 @@ LLAMA_INDEX_OPENAI_SDKS = [
 
 #: What the demo drives (no DSPy, no llama-index-llms-openai).
 DEMO_SDKS = [
-    "openai>=3.0.0,<4",
+    "openai>=2.0.0,<4",
     "mistralai>=2.0.0,<4",
     "llama-index-core>=0.14.9,<0.15",
     "opentelemetry-exporter-otlp-proto-http>=1.37",
@@ -67,7 +67,7 @@ PHOENIX_VENV = ROOT / ".nox" / "phoenix-server"
 
 #: The framework SDKs at the lowest versions convotel supports.
 LOWEST_SDKS = [
-    "openai==3.0.0",
+    "openai==2.0.0",
     "mistralai==2.0.0",
     "llama-index-core==0.14.9",
     "dspy==3.0.0",

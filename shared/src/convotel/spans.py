@@ -46,6 +46,7 @@ __all__ = [
     "AsyncStreamProxy",
     "CallSpan",
     "Endpoint",
+    "ObjectProxy",
     "Pair",
     "StreamAccumulator",
     "StreamOutcome",
@@ -82,9 +83,9 @@ _PLAIN_TYPE_SET = frozenset(_PLAIN_TYPES)
 _logged: set[str] = set()
 
 if TYPE_CHECKING:  # wrapt >= 2 types ObjectProxy as a generic; wrapt 1.x cannot subscript it
-    _ProxyBase = wrapt.ObjectProxy[Any]
+    ObjectProxy = wrapt.ObjectProxy[Any]
 else:
-    _ProxyBase = wrapt.ObjectProxy
+    ObjectProxy = wrapt.ObjectProxy
 
 
 def log_once(where: str, exc: BaseException | None = None) -> None:
@@ -523,7 +524,7 @@ class _StreamState:
         call.end(error=error, ok=outcome is not StreamOutcome.ABANDONED)
 
 
-class StreamProxy(_ProxyBase):
+class StreamProxy(ObjectProxy):
     """A transparent proxy for a synchronous stream that ends the call's span exactly once."""
 
     def __init__(self, stream: Any, call: CallSpan, accumulator: StreamAccumulator) -> None:
@@ -571,7 +572,7 @@ class StreamProxy(_ProxyBase):
         _end_abandoned(self)
 
 
-class AsyncStreamProxy(_ProxyBase):
+class AsyncStreamProxy(ObjectProxy):
     """A transparent proxy for an asynchronous stream that ends the call's span exactly once."""
 
     def __init__(self, stream: Any, call: CallSpan, accumulator: StreamAccumulator) -> None:

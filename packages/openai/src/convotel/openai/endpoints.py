@@ -1,0 +1,196 @@
+"""One :class:`~convotel.spans.Endpoint` per wrapped OpenAI method: what to extract, nothing else.
+
+The core's wrappers own the span lifecycle; these classes only say how a request, a response and
+a stream of each endpoint turn into attributes, plus two OpenAI specifics shared by all of them:
+
+* ``.with_raw_response`` returns a ``LegacyAPIResponse`` (already read: parsed here, the SDK
+  caches the result) and ``.with_streaming_response`` an unread ``APIResponse``
+  (handed back as a :class:`~convotel.openai.streaming.DeferredResponseProxy`).
+* With ``TraceConfig(request_stream_usage=True)`` streamed chat and legacy completions are sent
+  with ``stream_options={"include_usage": True}`` unless the application chose that option
+  itself; the extra usage-only chunk is then hidden from the application.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from openai import APIResponse, AsyncAPIResponse, AsyncAzureOpenAI, AsyncStream, AzureOpenAI, Stream
+from openai._legacy_response import LegacyAPIResponse
+from openinference.semconv.trace import OpenInferenceSpanKindValues
+
+from convotel.config import TraceConfig
+from convotel.openai import extraction
+from convotel.openai.extraction import AZURE, OPENAI, Pair
+from convotel.openai.streaming import (
+    ChatStreamAccumulator,
+    CompletionStreamAccumulator,
+    DeferredResponseProxy,
+    NoStreamAccumulator,
+    ResponsesStreamAccumulator,
+    proxy_stream,
+)
+from convotel.spans import CallSpan, Endpoint, StreamAccumulator
+
+_RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+_AZURE_CLIENTS = (AzureOpenAI, AsyncAzureOpenAI)
+_STREAMS = (Stream, AsyncStream)
+_STREAMS_AND_DEFERRED = (Stream, AsyncStream, APIResponse, AsyncAPIResponse)
+
+ConfigGetter = Callable[[], TraceConfig]
+
+
+def provider_of(resource: Any) -> str:
+    """``azure`` for the Azure clients, else ``openai``."""
+    return AZURE if isinstance(getattr(resource, "_client", None), _AZURE_CLIENTS) else OPENAI
+
+
+class OpenAIEndpoint(Endpoint):
+    """What every OpenAI endpoint shares; subclasses set the extractors."""
+
+    kind = OpenInferenceSpanKindValues.LLM
+    embedding = False
+
+    def __init__(self, get_config: ConfigGetter) -> None:
+        self._get_config = get_config
+
+    def extract_request(self, parameters: Mapping[str, Any]) -> Iterator[Pair]:
+        return iter(())
+
+    def extract_response(self, response: Any) -> Iterator[Pair]:
+        return iter(())
+
+    def new_accumulator(self, kwargs: Mapping[str, Any]) -> StreamAccumulator:
+        return NoStreamAccumulator()
+
+    def request_parameters(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        return extraction.user_parameters(kwargs)
+
+    def request_attributes(
+        self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Iterator[Pair]:
+        parameters = self.request_parameters(kwargs)
+        yield from extraction.common_request_attributes(
+            provider_of(instance), parameters, embedding=self.embedding
+        )
+        yield from self.extract_request(parameters)
+
+    def response_attributes(self, response: Any) -> Iterator[Pair]:
+        if isinstance(response, LegacyAPIResponse):  # .with_raw_response: the body is read
+            response = response.parse()
+        return self.extract_response(response)
+
+    def stream_accumulator(
+        self, response: Any, kwargs: Mapping[str, Any]
+    ) -> StreamAccumulator | None:
+        if isinstance(response, _STREAMS_AND_DEFERRED):
+            return self.new_accumulator(kwargs)
+        if isinstance(response, LegacyAPIResponse) and kwargs.get("stream") is True:
+            return self.new_accumulator(kwargs)
+        return None
+
+    def wrap_stream(self, response: Any, call: CallSpan, accumulator: StreamAccumulator) -> Any:
+        if isinstance(response, _STREAMS):
+            return proxy_stream(response, call, accumulator)
+        return DeferredResponseProxy(response, call, self, accumulator)
+
+
+class _UsageRequestingEndpoint(OpenAIEndpoint):
+    """Chat and legacy completions: may ask for stream usage on the application's behalf."""
+
+    def requests_usage(self, kwargs: Mapping[str, Any]) -> bool:
+        """True when convotel adds ``include_usage`` (and must hide the usage-only chunk)."""
+        if kwargs.get("stream") is not True or not self._get_config().request_stream_usage:
+            return False
+        options = kwargs.get("stream_options")
+        if isinstance(options, Mapping) and "include_usage" in options:
+            return False  # the application decided
+        headers = kwargs.get("extra_headers")
+        return not (isinstance(headers, Mapping) and _RAW_RESPONSE_HEADER in headers)
+
+    def adjust_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not self.requests_usage(kwargs):
+            return kwargs
+        options = kwargs.get("stream_options")
+        merged = dict(options) if isinstance(options, Mapping) else {}
+        merged["include_usage"] = True
+        return {**kwargs, "stream_options": merged}
+
+
+class ChatCompletions(_UsageRequestingEndpoint):
+    """``chat.completions.create`` (also reached by ``.stream(...)`` and the raw-response paths)."""
+
+    span_name = "ChatCompletion"
+
+    def extract_request(self, parameters: Mapping[str, Any]) -> Iterator[Pair]:
+        return extraction.chat_request_attributes(parameters)
+
+    def extract_response(self, response: Any) -> Iterator[Pair]:
+        return extraction.chat_response_attributes(response)
+
+    def new_accumulator(self, kwargs: Mapping[str, Any]) -> StreamAccumulator:
+        return ChatStreamAccumulator(hide_usage_chunk=self.requests_usage(kwargs))
+
+
+class ParsedChatCompletions(ChatCompletions):
+    """``chat.completions.parse``: the ``response_format`` class is recorded as its JSON schema."""
+
+    def request_parameters(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        parameters = extraction.user_parameters(kwargs)
+        response_format = parameters.get("response_format")
+        if isinstance(response_format, type):
+            parameters["response_format"] = _response_format_schema(response_format)
+        return parameters
+
+
+def _response_format_schema(response_format: type) -> object:
+    try:  # what the SDK sends; a private helper, so fall back to the class name
+        from openai.lib._parsing._completions import type_to_response_format_param
+    except ImportError:
+        return {"type": "json_schema", "json_schema": {"name": response_format.__name__}}
+    return type_to_response_format_param(response_format)
+
+
+class Responses(OpenAIEndpoint):
+    """``responses.create`` / ``responses.parse`` (also reached by ``responses.stream(...)``)."""
+
+    span_name = "Response"
+
+    def extract_request(self, parameters: Mapping[str, Any]) -> Iterator[Pair]:
+        return extraction.responses_request_attributes(parameters)
+
+    def extract_response(self, response: Any) -> Iterator[Pair]:
+        return extraction.responses_response_attributes(response)
+
+    def new_accumulator(self, kwargs: Mapping[str, Any]) -> StreamAccumulator:
+        return ResponsesStreamAccumulator()
+
+
+class Completions(_UsageRequestingEndpoint):
+    """The legacy ``completions.create``."""
+
+    span_name = "Completion"
+
+    def extract_request(self, parameters: Mapping[str, Any]) -> Iterator[Pair]:
+        return extraction.completion_request_attributes(parameters)
+
+    def extract_response(self, response: Any) -> Iterator[Pair]:
+        return extraction.completion_response_attributes(response)
+
+    def new_accumulator(self, kwargs: Mapping[str, Any]) -> StreamAccumulator:
+        return CompletionStreamAccumulator(hide_usage_chunk=self.requests_usage(kwargs))
+
+
+class Embeddings(OpenAIEndpoint):
+    """``embeddings.create``."""
+
+    span_name = "CreateEmbeddings"
+    kind = OpenInferenceSpanKindValues.EMBEDDING
+    embedding = True
+
+    def extract_request(self, parameters: Mapping[str, Any]) -> Iterator[Pair]:
+        return extraction.embedding_request_attributes(parameters)
+
+    def extract_response(self, response: Any) -> Iterator[Pair]:
+        return extraction.embedding_response_attributes(response)

@@ -1,0 +1,312 @@
+"""Pure extractors: OpenAI request keyword arguments and response objects to attribute pairs.
+
+Requests are what the application passed (plain dicts, or SDK models echoed back as messages);
+responses are the SDK's parsed objects. Nothing here mutates or consumes its input: one-shot
+iterables the SDK accepts (e.g. a generator of messages) are not read, only lists and tuples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from openai import NotGiven, Omit
+from openinference.semconv.trace import (
+    ChoiceAttributes,
+    OpenInferenceLLMProviderValues,
+    OpenInferenceLLMSystemValues,
+    PromptAttributes,
+    SpanAttributes,
+)
+
+from convotel.attributes import (
+    SECRET_PARAMETERS,
+    ContentPart,
+    Message,
+    ToolCall,
+    embedding_attributes,
+    input_value_attributes,
+    invocation_parameter_attributes,
+    message_attributes,
+    model_attributes,
+    output_value_attributes,
+    tool_definition_attributes,
+    usage_attributes,
+)
+
+Pair = tuple[str, Any]
+
+OPENAI = OpenInferenceLLMProviderValues.OPENAI.value
+AZURE = OpenInferenceLLMProviderValues.AZURE.value
+SYSTEM = OpenInferenceLLMSystemValues.OPENAI.value
+INPUT_MESSAGES = SpanAttributes.LLM_INPUT_MESSAGES
+OUTPUT_MESSAGES = SpanAttributes.LLM_OUTPUT_MESSAGES
+_NOT_PARAMETERS = frozenset({"model", "messages", "tools", "input", "instructions", "prompt"})
+_SEQUENCES = (list, tuple)
+_UNSET = (NotGiven, Omit)
+_EMPTY: Mapping[str, Any] = {}
+
+
+def values_of(obj: Any) -> Mapping[str, Any]:
+    """The fields of a request dict or of an SDK (pydantic) model, as a mapping.
+
+    Models are read through their ``__dict__``: ``getattr`` of a field a model does not declare
+    raises inside pydantic, which costs microseconds on the hot path.
+    """
+    if isinstance(obj, dict):
+        return obj
+    values = getattr(obj, "__dict__", None)
+    if values is not None:
+        return values  # type: ignore[no-any-return]
+    return obj if isinstance(obj, Mapping) else _EMPTY
+
+
+def field(obj: Any, name: str) -> Any:
+    """``obj[name]`` for request dicts, the field ``name`` of SDK models; ``None`` when absent."""
+    return values_of(obj).get(name)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _sequence(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, _SEQUENCES) else ()
+
+
+def user_parameters(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as the user gave it: no unset sentinels, secrets, headers or transport."""
+    return {
+        k: v
+        for k, v in kwargs.items()
+        if v is not None and k not in SECRET_PARAMETERS and not isinstance(v, _UNSET)
+    }
+
+
+def common_request_attributes(
+    provider: str, parameters: Mapping[str, Any], *, embedding: bool = False
+) -> Iterator[Pair]:
+    """Provider, system, requested model and invocation parameters of any endpoint."""
+    model = _text(parameters.get("model"))
+    yield SpanAttributes.LLM_PROVIDER, provider
+    yield SpanAttributes.LLM_SYSTEM, SYSTEM
+    if embedding:
+        yield SpanAttributes.EMBEDDING_MODEL_NAME, model
+        key = SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS
+    else:
+        yield from model_attributes(request_model=model)
+        key = SpanAttributes.LLM_INVOCATION_PARAMETERS
+    for _, value in invocation_parameter_attributes(parameters, _NOT_PARAMETERS):
+        yield key, value
+
+
+def last_text_attributes(messages: Sequence[Message]) -> Iterator[Pair]:
+    """``input.value``: the text of the last message (the full request is in the messages)."""
+    if messages:
+        last = messages[-1]
+        text = last.content
+        if text is None:
+            text = " ".join(p.text for p in last.parts if p.text is not None) or None
+        yield from input_value_attributes(text)
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+
+def content_part(part: Any) -> ContentPart:
+    """One content part: chat ``text``/``image_url``, Responses ``input_text``/``input_image``."""
+    kind = field(part, "type")
+    if kind in ("text", "input_text", "output_text"):
+        return ContentPart("text", text=_text(field(part, "text")))
+    if kind == "image_url":
+        return ContentPart("image", image_url=_text(field(field(part, "image_url"), "url")))
+    if kind == "input_image":
+        return ContentPart("image", image_url=_text(field(part, "image_url")))
+    return ContentPart(str(kind))
+
+
+def tool_call(call: Any) -> ToolCall:
+    """A chat tool call (``function`` or ``custom``) as the model sent it."""
+    function = field(call, "function") or field(call, "custom")
+    arguments = field(function, "arguments")
+    if arguments is None:
+        arguments = field(function, "input")
+    return ToolCall(_text(field(call, "id")), _text(field(function, "name")), _text(arguments))
+
+
+def chat_message(message: Any) -> Message:
+    get = values_of(message).get
+    content = get("content")
+    if content is None:
+        content = get("refusal")
+    tool_calls = get("tool_calls")
+    return Message(
+        role=get("role"),
+        content=content if isinstance(content, str) else None,
+        parts=[content_part(p) for p in content] if isinstance(content, _SEQUENCES) else (),
+        tool_calls=[tool_call(c) for c in tool_calls] if isinstance(tool_calls, _SEQUENCES) else (),
+        tool_call_id=get("tool_call_id"),
+        name=get("name"),
+    )
+
+
+def response_item_message(item: Any) -> Message | None:
+    """A Responses API input or output item as a message (``None`` for reasoning items etc.)."""
+    kind = field(item, "type")
+    if kind == "function_call":
+        call = ToolCall(
+            _text(field(item, "call_id")),
+            _text(field(item, "name")),
+            _text(field(item, "arguments")),
+        )
+        return Message(role="assistant", tool_calls=[call])
+    if kind == "function_call_output":
+        output = field(item, "output")
+        return Message(
+            role="tool", tool_call_id=_text(field(item, "call_id")), content=_text(output)
+        )
+    role = field(item, "role")
+    if role is None:
+        return None
+    content = field(item, "content")
+    if kind == "message" and role == "assistant" and isinstance(content, _SEQUENCES):
+        text = "".join(field(p, "text") or "" for p in content)  # output_text parts
+        return Message(role="assistant", content=text)
+    parts = [content_part(p) for p in content] if isinstance(content, _SEQUENCES) else ()
+    return Message(role=_text(role), content=_text(content), parts=parts)
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def chat_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
+    messages = [chat_message(m) for m in _sequence(kwargs.get("messages"))]
+    yield from message_attributes(INPUT_MESSAGES, messages)
+    yield from last_text_attributes(messages)
+    yield from tool_definition_attributes(_sequence(kwargs.get("tools")))
+
+
+def responses_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
+    messages: list[Message] = []
+    instructions = _text(kwargs.get("instructions"))
+    if instructions:
+        messages.append(Message(role="system", content=instructions))
+    request_input = kwargs.get("input")
+    if isinstance(request_input, str):
+        messages.append(Message(role="user", content=request_input))
+    for item in _sequence(request_input):
+        message = response_item_message(item)
+        if message is not None:
+            messages.append(message)
+    yield from message_attributes(INPUT_MESSAGES, messages)
+    yield from last_text_attributes(messages)
+    yield from tool_definition_attributes(_sequence(kwargs.get("tools")))
+
+
+def completion_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
+    prompt = kwargs.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else _sequence(prompt)
+    for index, text in enumerate(prompts):
+        if isinstance(text, str):
+            yield f"{SpanAttributes.LLM_PROMPTS}.{index}.{PromptAttributes.PROMPT_TEXT}", text
+    yield from input_value_attributes(prompt if isinstance(prompt, str) else list(prompts) or None)
+
+
+def embedding_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
+    texts = kwargs.get("input")
+    texts = [texts] if isinstance(texts, str) else _sequence(texts)
+    if all(isinstance(text, str) for text in texts):  # token arrays have no text to record
+        yield from embedding_attributes(texts=texts)
+    request_input = kwargs.get("input")
+    yield from input_value_attributes(
+        request_input if isinstance(request_input, str) else list(texts) or None
+    )
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+def chat_usage_attributes(usage: Any) -> Iterator[Pair]:
+    """Token counts of chat and legacy completions (audio counts only when there are some)."""
+    get = values_of(usage).get
+    prompt_details = values_of(get("prompt_tokens_details")).get
+    completion_details = values_of(get("completion_tokens_details")).get
+    return usage_attributes(
+        prompt=get("prompt_tokens"),
+        completion=get("completion_tokens"),
+        total=get("total_tokens"),
+        cache_read=prompt_details("cached_tokens"),
+        reasoning=completion_details("reasoning_tokens"),
+        prompt_audio=prompt_details("audio_tokens") or None,
+        completion_audio=completion_details("audio_tokens") or None,
+    )
+
+
+def output_attributes(messages: Sequence[Message], finish_reason: Any) -> Iterator[Pair]:
+    """Output messages, ``llm.finish_reason`` (of the first choice) and ``output.value``."""
+    yield from message_attributes(OUTPUT_MESSAGES, messages)
+    if isinstance(finish_reason, str):
+        yield SpanAttributes.LLM_FINISH_REASON, finish_reason
+    if messages:
+        first = messages[0]
+        if first.content is not None:
+            yield from output_value_attributes(first.content)
+        elif first.tool_calls:
+            calls = [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in first.tool_calls
+            ]
+            yield from output_value_attributes(calls)
+
+
+def chat_response_attributes(completion: Any) -> Iterator[Pair]:
+    get = values_of(completion).get
+    yield from model_attributes(response_model=get("model"))
+    choices = _sequence(get("choices"))
+    messages = [chat_message(values_of(choice).get("message")) for choice in choices]
+    finish_reason = values_of(choices[0]).get("finish_reason") if choices else None
+    yield from output_attributes(messages, finish_reason)
+    yield from chat_usage_attributes(get("usage"))
+
+
+def responses_response_attributes(response: Any) -> Iterator[Pair]:
+    yield from model_attributes(response_model=_text(field(response, "model")))
+    messages = [m for m in map(response_item_message, _sequence(field(response, "output"))) if m]
+    status = field(response, "status")
+    reason = field(field(response, "incomplete_details"), "reason")
+    yield from output_attributes(messages, reason if isinstance(reason, str) else status)
+    usage = field(response, "usage")
+    yield from usage_attributes(
+        prompt=field(usage, "input_tokens"),
+        completion=field(usage, "output_tokens"),
+        total=field(usage, "total_tokens"),
+        cache_read=field(field(usage, "input_tokens_details"), "cached_tokens"),
+        reasoning=field(field(usage, "output_tokens_details"), "reasoning_tokens"),
+    )
+
+
+def completion_choice_attributes(texts: Sequence[str]) -> Iterator[Pair]:
+    for index, text in enumerate(texts):
+        yield f"{SpanAttributes.LLM_CHOICES}.{index}.{ChoiceAttributes.COMPLETION_TEXT}", text
+    if texts:
+        yield from output_value_attributes(texts[0])
+
+
+def completion_response_attributes(completion: Any) -> Iterator[Pair]:
+    yield from model_attributes(response_model=_text(field(completion, "model")))
+    choices = _sequence(field(completion, "choices"))
+    yield from completion_choice_attributes([field(c, "text") or "" for c in choices])
+    if choices and isinstance(reason := field(choices[0], "finish_reason"), str):
+        yield SpanAttributes.LLM_FINISH_REASON, reason
+    yield from chat_usage_attributes(field(completion, "usage"))
+
+
+def embedding_response_attributes(response: Any) -> Iterator[Pair]:
+    model = _text(field(response, "model"))
+    vectors = [field(item, "embedding") for item in _sequence(field(response, "data"))]
+    yield from embedding_attributes(
+        model=model, vectors=[v for v in vectors if isinstance(v, list)]
+    )
+    usage = field(response, "usage")
+    yield from usage_attributes(
+        prompt=field(usage, "prompt_tokens"), total=field(usage, "total_tokens")
+    )

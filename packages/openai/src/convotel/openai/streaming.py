@@ -1,0 +1,287 @@
+"""How OpenAI streams accumulate, and the proxies handed to the application in their place.
+
+* Accumulators see each chunk once (cheaply: a few attribute reads and list appends) and build
+  the span's output attributes when the stream ends.
+* :class:`OpenAIStreamProxy` is the core's stream proxy plus one thing: the SDK's helper streams
+  (``client.chat.completions.stream(...)``, ``client.responses.stream(...)``) close the raw
+  stream's *HTTP response* on an early ``with`` exit rather than the stream itself, so closing
+  that response through the proxy ends the span too.
+* :class:`DeferredResponseProxy` stands in for the ``APIResponse`` objects of
+  ``.with_raw_response`` / ``.with_streaming_response``: the span ends when ``parse()`` returns a
+  result (or hands its stream to a stream proxy), when the response is closed, or, unread, when
+  the proxy is garbage-collected (marked abandoned).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Iterator
+from typing import Any
+
+from openai import AsyncStream, Stream
+
+from convotel.attributes import Message, ToolCall, model_attributes
+from convotel.openai.extraction import (
+    Pair,
+    chat_usage_attributes,
+    completion_choice_attributes,
+    output_attributes,
+    responses_response_attributes,
+)
+from convotel.spans import (
+    STREAM_OUTCOME,
+    AsyncStreamProxy,
+    CallSpan,
+    Endpoint,
+    ObjectProxy,
+    StreamAccumulator,
+    StreamOutcome,
+    StreamProxy,
+)
+
+
+class _Choice:
+    """What the chunks of one choice said so far."""
+
+    __slots__ = ("finish_reason", "role", "texts", "tool_calls")
+
+    def __init__(self) -> None:
+        self.role: str | None = None
+        self.texts: list[str] = []
+        self.tool_calls: dict[int, ToolCall] = {}
+        self.finish_reason: str | None = None
+
+    def message(self) -> Message:
+        calls = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return Message(
+            role=self.role or "assistant",
+            content="".join(self.texts) if self.texts else None,
+            tool_calls=calls,
+        )
+
+
+class ChatStreamAccumulator:
+    """Chat completion chunks: text and tool-call deltas per choice, usage, finish reasons.
+
+    With ``hide_usage_chunk`` (convotel asked for usage on the application's behalf) the final
+    usage-only chunk (no choices) is recorded and hidden from the application.
+    """
+
+    __slots__ = ("_choices", "_hide_usage_chunk", "_model", "_usage")
+
+    def __init__(self, hide_usage_chunk: bool = False) -> None:
+        self._hide_usage_chunk = hide_usage_chunk
+        self._model: Any = None
+        self._usage: Any = None
+        self._choices: dict[int, _Choice] = {}
+
+    def process(self, chunk: Any) -> bool | None:
+        if self._model is None:
+            self._model = chunk.model
+        usage = chunk.usage
+        if usage is not None:
+            self._usage = usage
+        choices = chunk.choices
+        if not choices:
+            return usage is None or not self._hide_usage_chunk
+        for choice in choices:
+            state = self._choices.get(choice.index)
+            if state is None:
+                state = self._choices[choice.index] = _Choice()
+            self._add(state, choice)
+            if choice.finish_reason is not None:
+                state.finish_reason = choice.finish_reason
+        return None
+
+    def _add(self, state: _Choice, choice: Any) -> None:
+        delta = choice.delta
+        if delta is None:
+            return
+        if delta.content:
+            state.texts.append(delta.content)
+        if delta.role is not None:
+            state.role = delta.role
+        if delta.tool_calls:
+            for call_delta in delta.tool_calls:
+                call = state.tool_calls.get(call_delta.index)
+                if call is None:
+                    call = state.tool_calls[call_delta.index] = ToolCall(arguments="")
+                call.id = call_delta.id or call.id
+                function = call_delta.function
+                if function is not None:
+                    call.name = function.name or call.name
+                    call.arguments = (call.arguments or "") + (function.arguments or "")
+
+    def attributes(self) -> Iterator[Pair]:
+        yield from model_attributes(response_model=self._model)
+        choices = [self._choices[i] for i in sorted(self._choices)]
+        yield from output_attributes(
+            [c.message() for c in choices], choices[0].finish_reason if choices else None
+        )
+        if self._usage is not None:
+            yield from chat_usage_attributes(self._usage)
+
+
+class CompletionStreamAccumulator(ChatStreamAccumulator):
+    """Legacy completion chunks: ``choices[i].text`` instead of message deltas."""
+
+    __slots__ = ()
+
+    def _add(self, state: _Choice, choice: Any) -> None:
+        if choice.text:
+            state.texts.append(choice.text)
+
+    def attributes(self) -> Iterator[Pair]:
+        yield from model_attributes(response_model=self._model)
+        choices = [self._choices[i] for i in sorted(self._choices)]
+        yield from completion_choice_attributes(["".join(c.texts) for c in choices])
+        if choices and choices[0].finish_reason is not None:
+            yield from output_attributes((), choices[0].finish_reason)
+        if self._usage is not None:
+            yield from chat_usage_attributes(self._usage)
+
+
+_FINAL_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponsesStreamAccumulator:
+    """Responses API events: the final ``response`` object, else the text deltas seen so far."""
+
+    __slots__ = ("_final", "_model", "_texts")
+
+    def __init__(self) -> None:
+        self._final: Any = None
+        self._model: Any = None
+        self._texts: list[str] = []
+
+    def process(self, event: Any) -> bool | None:
+        kind = event.type
+        if kind == "response.output_text.delta":
+            self._texts.append(event.delta)
+        elif kind in _FINAL_RESPONSE_EVENTS:
+            self._final = event.response
+        elif kind == "response.created":
+            self._model = event.response.model
+        return None
+
+    def attributes(self) -> Iterator[Pair]:
+        if self._final is not None:
+            yield from responses_response_attributes(self._final)
+            return
+        yield from model_attributes(response_model=self._model)
+        if self._texts:
+            yield from output_attributes(
+                [Message(role="assistant", content="".join(self._texts))], None
+            )
+
+
+class NoStreamAccumulator:
+    """For endpoints that never stream (their deferred raw responses still need an accumulator)."""
+
+    __slots__ = ()
+
+    def process(self, chunk: Any) -> bool | None:
+        return None
+
+    def attributes(self) -> Iterator[Pair]:
+        return iter(())
+
+
+class _ClosingResponse(ObjectProxy):
+    """A stream's HTTP response whose ``close()``/``aclose()`` also ends the stream's span."""
+
+    def __init__(self, response: Any, stream: Any) -> None:
+        super().__init__(response)
+        self._self_stream = stream
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_stream.close()
+
+    async def aclose(self) -> None:
+        try:
+            await self.__wrapped__.aclose()
+        finally:
+            await self._self_stream.close()
+
+
+class OpenAIStreamProxy(StreamProxy):
+    """The core's stream proxy; closing ``.response`` (as the SDK helpers do) ends the span."""
+
+    @property
+    def response(self) -> Any:
+        return _ClosingResponse(self.__wrapped__.response, self)
+
+
+class OpenAIAsyncStreamProxy(AsyncStreamProxy):
+    """The core's async stream proxy; closing ``.response`` (as SDK helpers do) ends the span."""
+
+    @property
+    def response(self) -> Any:
+        return _ClosingResponse(self.__wrapped__.response, self)
+
+
+def proxy_stream(stream: Any, call: CallSpan, accumulator: StreamAccumulator) -> Any:
+    if isinstance(stream, AsyncStream):
+        return OpenAIAsyncStreamProxy(stream, call, accumulator)
+    return OpenAIStreamProxy(stream, call, accumulator)
+
+
+class DeferredResponseProxy(ObjectProxy):
+    """An ``APIResponse`` whose ``parse()`` result (a model or a stream) the span waits for."""
+
+    def __init__(
+        self, response: Any, call: CallSpan, endpoint: Endpoint, accumulator: StreamAccumulator
+    ) -> None:
+        super().__init__(response)
+        self._self_call = call
+        self._self_endpoint = endpoint
+        self._self_accumulator = accumulator
+        self._self_stream: Any = None
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.__wrapped__.parse(*args, **kwargs)
+        if inspect.isawaitable(result):
+            return self._self_parsed_later(result)
+        return self._self_parsed(result)
+
+    async def _self_parsed_later(self, result: Awaitable[Any]) -> Any:
+        return self._self_parsed(await result)
+
+    def _self_parsed(self, result: Any) -> Any:
+        call = self._self_call
+        if isinstance(result, (Stream, AsyncStream)):
+            if self._self_stream is None or self._self_stream.__wrapped__ is not result:
+                if call.ended:
+                    return result
+                self._self_stream = proxy_stream(result, call, self._self_accumulator)
+            return self._self_stream
+        if not call.ended:
+            call.set_attributes(self._self_endpoint.response_attributes(result), "raw response")
+            call.end()
+        return result
+
+    def close(self) -> Any:
+        result = self.__wrapped__.close()
+        if inspect.isawaitable(result):
+            return self._self_closed_later(result)
+        if self._self_stream is not None:
+            self._self_stream.close()
+        self._self_call.end()
+        return result
+
+    async def _self_closed_later(self, result: Awaitable[Any]) -> Any:
+        try:
+            return await result
+        finally:
+            if self._self_stream is not None:
+                await self._self_stream.close()
+            self._self_call.end()
+
+    def __del__(self) -> None:
+        call: CallSpan | None = getattr(self, "_self_call", None)
+        if call is not None and self._self_stream is None and not call.ended:
+            call.set(STREAM_OUTCOME, StreamOutcome.ABANDONED.value)
+            call.end(ok=False)

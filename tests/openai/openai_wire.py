@@ -1,0 +1,945 @@
+"""Hand-written OpenAI wire-format responses and the SDK calls that request them.
+
+Each `Recipe` names one cassette in `cassettes/openai/`: the SDK call a test makes and the HTTP
+responses the API sends back, written in the public API's exact wire format (JSON bodies, and
+`text/event-stream` bodies made of `data: {...}` lines). `generate_openai_cassettes.py` turns the
+recipes into vcrpy cassettes; `test_openai_cassettes_replay.py` proves the real SDK parses each one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from pydantic import BaseModel
+
+AZURE_ENDPOINT = "https://convotel-test.openai.azure.com"
+AZURE_API_VERSION = "2024-10-21"
+API_KEY = "sk-test-not-a-real-key"
+
+CREATED = 1731000000
+CHAT_MODEL = "gpt-4o-mini"
+CHAT_MODEL_SNAPSHOT = "gpt-4o-mini-2024-07-18"
+FINGERPRINT = "fp_0ba0d124f1"
+
+
+@dataclass(frozen=True)
+class WireResponse:
+    """One HTTP response as the API sends it."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def json_response(
+    body: Mapping[str, Any] | str, status: int = 200, headers: Mapping[str, str] | None = None
+) -> WireResponse:
+    """A JSON response; a `str` body is sent verbatim (for malformed bodies)."""
+    text = body if isinstance(body, str) else json.dumps(body, indent=2)
+    all_headers = {
+        "content-type": "application/json",
+        "openai-version": "2020-10-01",
+        "openai-processing-ms": "321",
+        "x-request-id": f"req_{status}_{len(text)}",
+        **(headers or {}),
+    }
+    return WireResponse(status, text.encode(), all_headers)
+
+
+def sse_response(events: Iterable[Mapping[str, Any] | str], *, named: bool = False) -> WireResponse:
+    """A `text/event-stream` body: one `data:` line per event (with `event:` lines if `named`).
+
+    Chat and legacy completions end with `data: [DONE]`; the Responses API names its events and
+    has no terminator. A `str` event is sent verbatim after `data: `.
+    """
+    lines: list[str] = []
+    for event in events:
+        data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
+        if named and not isinstance(event, str):
+            lines.append(f"event: {event['type']}\n")
+        lines.append(f"data: {data}\n\n")
+    headers = {"content-type": "text/event-stream; charset=utf-8", "x-request-id": "req_stream"}
+    return WireResponse(200, "".join(lines).encode(), headers)
+
+
+def error_body(
+    message: str, type_: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# --- chat completions ------------------------------------------------------------------------
+
+
+def chat_usage(
+    prompt: int, completion: int, *, cached: int = 0, reasoning: int = 0
+) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def chat_completion(
+    message: Mapping[str, Any],
+    usage: Mapping[str, Any],
+    *,
+    finish_reason: str = "stop",
+    model: str = CHAT_MODEL_SNAPSHOT,
+    completion_id: str = "chatcmpl-AQ1",
+) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "refusal": None, "annotations": [], **message},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": dict(usage),
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT,
+    }
+
+
+def chat_chunk(
+    delta: Mapping[str, Any] | None,
+    *,
+    finish_reason: str | None = None,
+    with_usage_field: bool = False,
+    usage: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One `chat.completion.chunk`; `delta=None` gives the usage-only chunk (no choices)."""
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-AQ2",
+        "object": "chat.completion.chunk",
+        "created": CREATED,
+        "model": CHAT_MODEL_SNAPSHOT,
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT,
+        "choices": []
+        if delta is None
+        else [{"index": 0, "delta": dict(delta), "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if with_usage_field or usage is not None:
+        chunk["usage"] = None if usage is None else dict(usage)
+    return chunk
+
+
+def text_stream_chunks(pieces: Iterable[str], *, include_usage: bool) -> list[dict[str, Any] | str]:
+    events: list[dict[str, Any] | str] = [
+        chat_chunk(
+            {"role": "assistant", "content": "", "refusal": None}, with_usage_field=include_usage
+        )
+    ]
+    events += [chat_chunk({"content": p}, with_usage_field=include_usage) for p in pieces]
+    events.append(chat_chunk({}, finish_reason="stop", with_usage_field=include_usage))
+    if include_usage:
+        events.append(chat_chunk(None, usage=chat_usage(19, 3, cached=0)))
+    events.append("[DONE]")
+    return events
+
+
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current temperature for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
+
+WEATHER_QUESTION = {"role": "user", "content": "What is the weather in Paris and Tokyo?"}
+WEATHER_TOOL_CALLS = [
+    {
+        "id": "call_paris",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+    },
+    {
+        "id": "call_tokyo",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Tokyo"}'},
+    },
+]
+WEATHER_FOLLOW_UP: list[dict[str, Any]] = [
+    WEATHER_QUESTION,
+    {"role": "assistant", "content": None, "tool_calls": WEATHER_TOOL_CALLS},
+    {"role": "tool", "tool_call_id": "call_paris", "content": "18°C, cloudy"},
+    {"role": "tool", "tool_call_id": "call_tokyo", "content": "22°C, sunny"},
+]
+
+TINY_PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 24).decode()
+MULTIMODAL_MESSAGES: list[dict[str, Any]] = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is in these two images?"},
+            {
+                "type": "image_url",
+                "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"},
+            },
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{TINY_PNG_B64}"}},
+        ],
+    }
+]
+
+BASIC_MESSAGES: list[dict[str, Any]] = [
+    {"role": "system", "content": "You are a terse geography tutor."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+STREAM_MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "Say hello."}]
+
+
+class CalendarEvent(BaseModel):
+    """The structured-output schema used by the `chat_parse` cassette."""
+
+    name: str
+    date: str
+    participants: list[str]
+
+
+# --- Responses API -----------------------------------------------------------------------------
+
+
+def responses_usage(
+    input_tokens: int, output_tokens: int, *, cached: int, reasoning: int
+) -> dict[str, Any]:
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+def response_object(
+    output: list[dict[str, Any]],
+    *,
+    status: str = "completed",
+    usage: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": "resp_67ccd2bed1ec8190",
+        "object": "response",
+        "created_at": CREATED,
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": "Answer in one sentence.",
+        "max_output_tokens": None,
+        "model": CHAT_MODEL_SNAPSHOT,
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": None if usage is None else dict(usage),
+        "user": None,
+        "metadata": {},
+    }
+
+
+RESPONSES_TEXT = "Paris is the capital of France."
+RESPONSES_MESSAGE_ITEM: dict[str, Any] = {
+    "id": "msg_67ccd2bf17f0",
+    "type": "message",
+    "status": "completed",
+    "role": "assistant",
+    "content": [{"type": "output_text", "text": RESPONSES_TEXT, "annotations": [], "logprobs": []}],
+}
+RESPONSES_FUNCTION_CALL_ITEM: dict[str, Any] = {
+    "id": "fc_67ccd2c0",
+    "type": "function_call",
+    "status": "completed",
+    "call_id": "call_weather_paris",
+    "name": "get_weather",
+    "arguments": '{"city":"Paris"}',
+}
+RESPONSES_WEATHER_TOOL: dict[str, Any] = {"type": "function", **WEATHER_TOOL["function"]}
+
+
+def responses_stream_events() -> list[dict[str, Any]]:
+    item_id = RESPONSES_MESSAGE_ITEM["id"]
+    in_progress = response_object([], status="in_progress")
+    pieces = ["Paris is", " the capital", " of France."]
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": in_progress},
+        {"type": "response.in_progress", "response": in_progress},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**RESPONSES_MESSAGE_ITEM, "status": "in_progress", "content": []},
+        },
+        {
+            "type": "response.content_part.added",
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+        },
+    ]
+    events += [
+        {
+            "type": "response.output_text.delta",
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "delta": piece,
+            "logprobs": [],
+        }
+        for piece in pieces
+    ]
+    events += [
+        {
+            "type": "response.output_text.done",
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "text": RESPONSES_TEXT,
+            "logprobs": [],
+        },
+        {
+            "type": "response.content_part.done",
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "part": RESPONSES_MESSAGE_ITEM["content"][0],
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": RESPONSES_MESSAGE_ITEM},
+        {
+            "type": "response.completed",
+            "response": response_object(
+                [RESPONSES_MESSAGE_ITEM], usage=responses_usage(36, 9, cached=0, reasoning=0)
+            ),
+        },
+    ]
+    return [{**event, "sequence_number": n} for n, event in enumerate(events)]
+
+
+# --- embeddings and legacy completions ---------------------------------------------------------
+
+EMBEDDING_VECTORS = [[0.125, -0.5, 0.25], [0.75, 0.0, -0.125]]
+
+
+def embeddings_body(*, base64_encoded: bool) -> dict[str, Any]:
+    def encode(vector: list[float]) -> str | list[float]:
+        return (
+            base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            if base64_encoded
+            else vector
+        )
+
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode(v)}
+            for i, v in enumerate(EMBEDDING_VECTORS)
+        ],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 6, "total_tokens": 6},
+    }
+
+
+def legacy_completion(text: str, finish_reason: str = "length") -> dict[str, Any]:
+    return {
+        "id": "cmpl-uqkvlQyYK7bGYrRHQ0eXlWi7",
+        "object": "text_completion",
+        "created": CREATED,
+        "model": "gpt-3.5-turbo-instruct",
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+    }
+
+
+def legacy_chunk(text: str, finish_reason: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "cmpl-stream1",
+        "object": "text_completion",
+        "created": CREATED,
+        "model": "gpt-3.5-turbo-instruct",
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+# --- recipes ------------------------------------------------------------------------------------
+
+Call = Callable[[Any], object]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A cassette: the sync SDK call that requests it and the responses the API sends back.
+
+    `call` returns a plain summary of what the SDK parsed (or raises), so the replay test can
+    compare it with `expected` without instrumentation.
+    """
+
+    name: str
+    responses: tuple[WireResponse, ...]
+    call: Call
+    expected: object
+    client: str = "openai"  # or "azure"
+    max_retries: int = 2
+
+
+def make_client(recipe: Recipe, **kwargs: Any) -> openai.OpenAI:
+    """The sync client a recipe is recorded and replayed with."""
+    kwargs.setdefault("max_retries", recipe.max_retries)
+    if recipe.client == "azure":
+        return openai.AzureOpenAI(
+            azure_endpoint=AZURE_ENDPOINT,
+            api_version=AZURE_API_VERSION,
+            api_key=API_KEY,
+            **kwargs,
+        )
+    return openai.OpenAI(api_key=API_KEY, **kwargs)
+
+
+def _message_text(completion: Any) -> object:
+    return completion.choices[0].message.content
+
+
+def _streamed_text(stream: Iterable[Any]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def _raised(call: Call) -> Call:
+    """Turn an expected SDK exception into a summary: (class name, HTTP status or None)."""
+
+    def run(client: Any) -> object:
+        try:
+            result = call(client)
+            if isinstance(result, Iterable):
+                list(result)
+        except Exception as exc:  # noqa: BLE001 - the summary is the exception itself
+            return (type(exc).__name__, getattr(exc, "status_code", None))
+        return ("no error", None)
+
+    return run
+
+
+def _tool_round_trip(client: Any) -> object:
+    first = client.chat.completions.create(
+        model=CHAT_MODEL, messages=[WEATHER_QUESTION], tools=[WEATHER_TOOL], tool_choice="auto"
+    )
+    calls = [c.function.arguments for c in first.choices[0].message.tool_calls]
+    second = client.chat.completions.create(
+        model=CHAT_MODEL, messages=WEATHER_FOLLOW_UP, tools=[WEATHER_TOOL]
+    )
+    return (calls, second.choices[0].message.content)
+
+
+def _stream_tool_calls(client: Any) -> object:
+    stream = client.chat.completions.create(
+        model=CHAT_MODEL, messages=[WEATHER_QUESTION], tools=[WEATHER_TOOL], stream=True
+    )
+    arguments: dict[int, str] = {}
+    for chunk in stream:
+        for call in chunk.choices[0].delta.tool_calls or []:
+            arguments[call.index] = arguments.get(call.index, "") + (call.function.arguments or "")
+    return arguments
+
+
+def _stream_azure(client: Any) -> object:
+    stream = client.chat.completions.create(
+        model="gpt-4o-deploy", messages=STREAM_MESSAGES, stream=True
+    )
+    return [len(c.choices) for c in stream]
+
+
+def _parse_event(client: Any) -> object:
+    completion = client.chat.completions.parse(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Alice and Bob go to a science fair on Friday."}],
+        response_format=CalendarEvent,
+    )
+    return completion.choices[0].message.parsed
+
+
+def _responses_stream(client: Any) -> object:
+    stream = client.responses.create(
+        model=CHAT_MODEL,
+        instructions="Answer in one sentence.",
+        input="Capital of France?",
+        stream=True,
+    )
+    return "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+
+
+def _legacy_stream(client: Any) -> object:
+    stream = client.completions.create(
+        model="gpt-3.5-turbo-instruct", prompt="Say this is a test", max_tokens=7, stream=True
+    )
+    return "".join(c.choices[0].text for c in stream)
+
+
+def per_task_messages(task: int) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"Echo task {task}."}]
+
+
+def _stream_each_task(client: Any) -> object:
+    return [
+        _streamed_text(
+            client.chat.completions.create(
+                model=CHAT_MODEL, messages=per_task_messages(task), stream=True
+            )
+        )
+        for task in range(PER_TASK_STREAMS)
+    ]
+
+
+PER_TASK_STREAMS = 8
+CHAT_TEXT = "The capital of France is Paris."
+STREAM_PIECES = ["Hello", " there", "!"]
+TOOL_STREAM_EVENTS: list[dict[str, Any] | str] = [
+    chat_chunk({"role": "assistant", "content": None, "refusal": None}),
+    chat_chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_paris",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        }
+    ),
+    chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]}),
+    chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ty":"Paris"}'}}]}),
+    chat_chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 1,
+                    "id": "call_tokyo",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        }
+    ),
+    chat_chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"city":"Tokyo"}'}}]}),
+    chat_chunk({}, finish_reason="tool_calls"),
+    "[DONE]",
+]
+AZURE_FILTER = {
+    "hate": {"filtered": False, "severity": "safe"},
+    "self_harm": {"filtered": False, "severity": "safe"},
+    "sexual": {"filtered": False, "severity": "safe"},
+    "violence": {"filtered": False, "severity": "safe"},
+}
+RATE_LIMITED = json_response(
+    error_body(
+        "Rate limit reached for gpt-4o-mini on requests per min (RPM).",
+        "requests",
+        "rate_limit_exceeded",
+    ),
+    status=429,
+    headers={"retry-after-ms": "1", "x-ratelimit-remaining-requests": "0"},
+)
+SERVER_ERROR = json_response(
+    error_body(
+        "The server had an error while processing your request. Sorry about that!", "server_error"
+    ),
+    status=500,
+    headers={"retry-after-ms": "1"},
+)
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe(
+        "chat_basic",
+        (json_response(chat_completion({"content": CHAT_TEXT}, chat_usage(24, 8))),),
+        lambda c: _message_text(
+            c.chat.completions.create(
+                model=CHAT_MODEL,
+                messages=BASIC_MESSAGES,
+                temperature=0.2,
+                max_tokens=50,
+                user="end-user-hash",
+            )
+        ),
+        CHAT_TEXT,
+    ),
+    Recipe(
+        "chat_reasoning_cached",
+        (
+            json_response(
+                chat_completion(
+                    {"content": "42"},
+                    chat_usage(1200, 300, cached=1024, reasoning=256),
+                    model="o4-mini-2025-04-16",
+                )
+            ),
+        ),
+        lambda c: _message_text(
+            c.chat.completions.create(
+                model="o4-mini",
+                messages=[{"role": "user", "content": "The answer to everything?"}],
+                reasoning_effort="low",
+            )
+        ),
+        "42",
+    ),
+    Recipe(
+        "chat_tools",
+        (
+            json_response(
+                chat_completion(
+                    {"content": None, "tool_calls": WEATHER_TOOL_CALLS},
+                    chat_usage(80, 40),
+                    finish_reason="tool_calls",
+                )
+            ),
+            json_response(
+                chat_completion({"content": "Paris: 18°C, Tokyo: 22°C."}, chat_usage(130, 12))
+            ),
+        ),
+        _tool_round_trip,
+        (['{"city":"Paris"}', '{"city":"Tokyo"}'], "Paris: 18°C, Tokyo: 22°C."),
+    ),
+    Recipe(
+        "chat_multimodal",
+        (json_response(chat_completion({"content": "A cat and a tiny PNG."}, chat_usage(900, 8))),),
+        lambda c: _message_text(
+            c.chat.completions.create(model=CHAT_MODEL, messages=MULTIMODAL_MESSAGES)
+        ),
+        "A cat and a tiny PNG.",
+    ),
+    Recipe(
+        "chat_parse",
+        (
+            json_response(
+                chat_completion(
+                    {
+                        "content": '{"name":"Science fair","date":"Friday",'
+                        '"participants":["Alice","Bob"]}'
+                    },
+                    chat_usage(92, 18),
+                )
+            ),
+        ),
+        _parse_event,
+        CalendarEvent(name="Science fair", date="Friday", participants=["Alice", "Bob"]),
+    ),
+    Recipe(
+        "chat_stream",
+        (sse_response(text_stream_chunks(STREAM_PIECES, include_usage=False)),),
+        lambda c: _streamed_text(
+            c.chat.completions.create(model=CHAT_MODEL, messages=STREAM_MESSAGES, stream=True)
+        ),
+        "Hello there!",
+    ),
+    Recipe(
+        "chat_stream_usage",
+        (sse_response(text_stream_chunks(STREAM_PIECES, include_usage=True)),),
+        lambda c: _streamed_text(
+            c.chat.completions.create(
+                model=CHAT_MODEL,
+                messages=STREAM_MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        ),
+        "Hello there!",
+    ),
+    Recipe(
+        "chat_stream_per_task",
+        tuple(
+            sse_response(text_stream_chunks(["echo", f" task {task}"], include_usage=False))
+            for task in range(PER_TASK_STREAMS)
+        ),
+        _stream_each_task,
+        [f"echo task {task}" for task in range(PER_TASK_STREAMS)],
+    ),
+    Recipe(
+        "chat_stream_tools",
+        (sse_response(TOOL_STREAM_EVENTS),),
+        _stream_tool_calls,
+        {0: '{"city":"Paris"}', 1: '{"city":"Tokyo"}'},
+    ),
+    Recipe(
+        "chat_stream_error",
+        (
+            sse_response(
+                [
+                    chat_chunk({"role": "assistant", "content": ""}),
+                    chat_chunk({"content": "Hel"}),
+                    error_body(
+                        "The model is overloaded. Please retry.", "server_error", "overloaded"
+                    ),
+                ]
+            ),
+        ),
+        _raised(
+            lambda c: c.chat.completions.create(
+                model=CHAT_MODEL, messages=STREAM_MESSAGES, stream=True
+            )
+        ),
+        ("APIError", None),
+    ),
+    Recipe(
+        "chat_retry_429",
+        (RATE_LIMITED, json_response(chat_completion({"content": CHAT_TEXT}, chat_usage(24, 8)))),
+        lambda c: _message_text(
+            c.chat.completions.create(model=CHAT_MODEL, messages=BASIC_MESSAGES)
+        ),
+        CHAT_TEXT,
+    ),
+    Recipe(
+        "chat_500",
+        (SERVER_ERROR,),
+        _raised(lambda c: c.chat.completions.create(model=CHAT_MODEL, messages=BASIC_MESSAGES)),
+        ("InternalServerError", 500),
+        max_retries=0,
+    ),
+    Recipe(
+        "chat_500_retries_exhausted",
+        (SERVER_ERROR, SERVER_ERROR, SERVER_ERROR),
+        _raised(lambda c: c.chat.completions.create(model=CHAT_MODEL, messages=BASIC_MESSAGES)),
+        ("InternalServerError", 500),
+    ),
+    Recipe(
+        "chat_400",
+        (
+            json_response(
+                error_body(
+                    "Invalid value for 'temperature': must be between 0 and 2.",
+                    "invalid_request_error",
+                    "invalid_value",
+                    "temperature",
+                ),
+                status=400,
+            ),
+        ),
+        _raised(
+            lambda c: c.chat.completions.create(
+                model=CHAT_MODEL, messages=BASIC_MESSAGES, temperature=7
+            )
+        ),
+        ("BadRequestError", 400),
+    ),
+    Recipe(
+        "chat_malformed_json",
+        (json_response('{"id": "chatcmpl-broken", "object": "chat.completion", "choi'),),
+        _raised(lambda c: c.chat.completions.create(model=CHAT_MODEL, messages=BASIC_MESSAGES)),
+        ("JSONDecodeError", None),
+    ),
+    Recipe(
+        "chat_unexpected_shape",
+        (
+            json_response(
+                {"id": "chatcmpl-odd", "object": "chat.completion", "choices": "none", "usage": 5}
+            ),
+        ),
+        lambda c: c.chat.completions.create(model=CHAT_MODEL, messages=BASIC_MESSAGES).id,
+        "chatcmpl-odd",
+    ),
+    Recipe(
+        "azure_chat",
+        (
+            json_response(
+                {
+                    **chat_completion(
+                        {"content": CHAT_TEXT}, chat_usage(24, 8), model="gpt-4o-2024-11-20"
+                    ),
+                    "prompt_filter_results": [
+                        {"prompt_index": 0, "content_filter_results": AZURE_FILTER}
+                    ],
+                }
+            ),
+        ),
+        lambda c: _message_text(
+            c.chat.completions.create(
+                model="gpt-4o-deploy", messages=BASIC_MESSAGES, temperature=0.2
+            )
+        ),
+        CHAT_TEXT,
+        client="azure",
+    ),
+    Recipe(
+        "azure_chat_stream",
+        (
+            sse_response(
+                [
+                    {
+                        "choices": [],
+                        "created": 0,
+                        "id": "",
+                        "model": "",
+                        "object": "",
+                        "prompt_filter_results": [
+                            {"prompt_index": 0, "content_filter_results": AZURE_FILTER}
+                        ],
+                    },
+                    *text_stream_chunks(STREAM_PIECES, include_usage=False),
+                ]
+            ),
+        ),
+        _stream_azure,
+        [0, 1, 1, 1, 1, 1],
+        client="azure",
+    ),
+    Recipe(
+        "responses_basic",
+        (
+            json_response(
+                response_object(
+                    [RESPONSES_MESSAGE_ITEM], usage=responses_usage(36, 9, cached=16, reasoning=4)
+                )
+            ),
+        ),
+        lambda c: (
+            c.responses.create(
+                model=CHAT_MODEL,
+                instructions="Answer in one sentence.",
+                input="Capital of France?",
+                temperature=1.0,
+            ).output_text
+        ),
+        RESPONSES_TEXT,
+    ),
+    Recipe(
+        "responses_tools",
+        (
+            json_response(
+                response_object(
+                    [RESPONSES_FUNCTION_CALL_ITEM],
+                    usage=responses_usage(60, 15, cached=0, reasoning=0),
+                )
+            ),
+        ),
+        lambda c: (
+            c.responses.create(
+                model=CHAT_MODEL,
+                input=[{"role": "user", "content": "Weather in Paris?"}],
+                tools=[RESPONSES_WEATHER_TOOL],
+            )
+            .output[0]
+            .arguments
+        ),
+        '{"city":"Paris"}',
+    ),
+    Recipe(
+        "responses_stream",
+        (sse_response(responses_stream_events(), named=True),),
+        _responses_stream,
+        RESPONSES_TEXT,
+    ),
+    Recipe(
+        "embeddings",
+        (json_response(embeddings_body(base64_encoded=True)),),
+        lambda c: [
+            list(d.embedding)
+            for d in c.embeddings.create(model="text-embedding-3-small", input=["cat", "dog"]).data
+        ],
+        EMBEDDING_VECTORS,
+    ),
+    Recipe(
+        "embeddings_float",
+        (json_response(embeddings_body(base64_encoded=False)),),
+        lambda c: [
+            d.embedding
+            for d in c.embeddings.create(
+                model="text-embedding-3-small",
+                input="cat and dog",
+                encoding_format="float",
+                dimensions=3,
+            ).data
+        ],
+        EMBEDDING_VECTORS,
+    ),
+    Recipe(
+        "completions_legacy",
+        (json_response(legacy_completion("\n\nThis is indeed a test")),),
+        lambda c: (
+            c.completions.create(
+                model="gpt-3.5-turbo-instruct",
+                prompt="Say this is a test",
+                max_tokens=7,
+                temperature=0,
+            )
+            .choices[0]
+            .text
+        ),
+        "\n\nThis is indeed a test",
+    ),
+    Recipe(
+        "completions_legacy_stream",
+        (
+            sse_response(
+                [
+                    legacy_chunk("This"),
+                    legacy_chunk(" is"),
+                    legacy_chunk(" a test"),
+                    legacy_chunk("", "stop"),
+                    "[DONE]",
+                ]
+            ),
+        ),
+        _legacy_stream,
+        "This is a test",
+    ),
+    Recipe(
+        "models_list",
+        (
+            json_response(
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": "gpt-4o-mini",
+                            "object": "model",
+                            "created": CREATED,
+                            "owned_by": "system",
+                        },
+                        {
+                            "id": "text-embedding-3-small",
+                            "object": "model",
+                            "created": CREATED,
+                            "owned_by": "system",
+                        },
+                    ],
+                }
+            ),
+        ),
+        lambda c: [m.id for m in c.models.list()],
+        ["gpt-4o-mini", "text-embedding-3-small"],
+    ),
+)
+
+RECIPES_BY_NAME: dict[str, Recipe] = {recipe.name: recipe for recipe in RECIPES}

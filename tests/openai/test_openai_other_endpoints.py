@@ -1,0 +1,268 @@
+"""Responses API, embeddings, legacy completions, and calls that are not model calls."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import openai
+from openai_cassettes import Instrument, replay
+from openai_wire import (
+    CHAT_MODEL,
+    EMBEDDING_VECTORS,
+    RESPONSES_TEXT,
+    RESPONSES_WEATHER_TOOL,
+)
+from openinference.semconv.trace import (
+    ChoiceAttributes,
+    EmbeddingAttributes,
+    MessageAttributes,
+    OpenInferenceSpanKindValues,
+    PromptAttributes,
+    SpanAttributes,
+    ToolAttributes,
+    ToolCallAttributes,
+)
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+
+from convotel import REDACTED_VALUE, TraceConfig
+from convotel.openai import OpenAIInstrumentor
+from convotel.spans import STREAM_OUTCOME
+
+OnlySpan = Callable[[], ReadableSpan]
+Finished = Callable[[], list[ReadableSpan]]
+IN = SpanAttributes.LLM_INPUT_MESSAGES
+OUT = SpanAttributes.LLM_OUTPUT_MESSAGES
+ROLE = MessageAttributes.MESSAGE_ROLE
+CONTENT = MessageAttributes.MESSAGE_CONTENT
+EMBEDDINGS = SpanAttributes.EMBEDDING_EMBEDDINGS
+RESPONSE_REQUEST: dict[str, Any] = {
+    "model": CHAT_MODEL,
+    "instructions": "Answer in one sentence.",
+    "input": "Capital of France?",
+}
+
+
+def attributes_of(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def assert_paris_response(span: ReadableSpan, *, cached: int, reasoning: int) -> None:
+    attributes = attributes_of(span)
+    assert span.name == "Response"
+    assert (
+        attributes[SpanAttributes.OPENINFERENCE_SPAN_KIND] == OpenInferenceSpanKindValues.LLM.value
+    )
+    assert attributes[f"{IN}.0.{ROLE}"] == "system"
+    assert attributes[f"{IN}.0.{CONTENT}"] == "Answer in one sentence."
+    assert attributes[f"{IN}.1.{ROLE}"] == "user"
+    assert attributes[f"{IN}.1.{CONTENT}"] == "Capital of France?"
+    assert attributes[f"{OUT}.0.{ROLE}"] == "assistant"
+    assert attributes[f"{OUT}.0.{CONTENT}"] == RESPONSES_TEXT
+    assert attributes[SpanAttributes.OUTPUT_VALUE] == RESPONSES_TEXT
+    assert attributes[SpanAttributes.LLM_FINISH_REASON] == "completed"
+    assert attributes[SpanAttributes.LLM_MODEL_NAME] == "gpt-4o-mini-2024-07-18"
+    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_PROMPT] == 36
+    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_COMPLETION] == 9
+    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 45
+    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ] == cached
+    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING] == reasoning
+
+
+def test_responses_create_records_instructions_input_output_and_usage(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("responses_basic"):
+        response = client.responses.create(**RESPONSE_REQUEST, temperature=1.0)
+    assert response.output_text == RESPONSES_TEXT
+    span = only_span()
+    assert_paris_response(span, cached=16, reasoning=4)
+    parameters = json.loads(attributes_of(span)[SpanAttributes.LLM_INVOCATION_PARAMETERS])
+    assert parameters == {"temperature": 1.0}
+
+
+async def test_async_responses_create_is_traced(
+    async_client: openai.AsyncOpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("responses_basic"):
+        await async_client.responses.create(**RESPONSE_REQUEST, temperature=1.0)
+    assert_paris_response(only_span(), cached=16, reasoning=4)
+
+
+def test_responses_function_tools_and_calls_are_recorded(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("responses_tools"):
+        client.responses.create(
+            model=CHAT_MODEL,
+            input=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=[RESPONSES_WEATHER_TOOL],
+        )
+    attributes = attributes_of(only_span())
+    schema = attributes[f"{SpanAttributes.LLM_TOOLS}.0.{ToolAttributes.TOOL_JSON_SCHEMA}"]
+    assert json.loads(schema)["name"] == "get_weather"
+    assert attributes[f"{IN}.0.{CONTENT}"] == "Weather in Paris?"
+    call = f"{OUT}.0.{MessageAttributes.MESSAGE_TOOL_CALLS}.0."
+    assert attributes[call + ToolCallAttributes.TOOL_CALL_ID] == "call_weather_paris"
+    assert attributes[call + ToolCallAttributes.TOOL_CALL_FUNCTION_NAME] == "get_weather"
+    assert (
+        attributes[call + ToolCallAttributes.TOOL_CALL_FUNCTION_ARGUMENTS_JSON]
+        == '{"city":"Paris"}'
+    )
+
+
+def test_responses_stream_records_the_completed_response(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("responses_stream"):
+        events = list(client.responses.create(**RESPONSE_REQUEST, stream=True))
+    assert events[-1].type == "response.completed"
+    span = only_span()
+    assert attributes_of(span)[STREAM_OUTCOME] == "completed"
+    assert_paris_response(span, cached=0, reasoning=0)
+
+
+async def test_async_responses_stream_is_traced(
+    async_client: openai.AsyncOpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("responses_stream"):
+        stream = await async_client.responses.create(**RESPONSE_REQUEST, stream=True)
+        texts = [
+            event.delta async for event in stream if event.type == "response.output_text.delta"
+        ]
+    assert "".join(texts) == RESPONSES_TEXT
+    assert_paris_response(only_span(), cached=0, reasoning=0)
+
+
+def test_responses_stream_closed_early_records_the_text_so_far(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with (
+        replay("responses_stream"),
+        client.responses.create(**RESPONSE_REQUEST, stream=True) as stream,
+    ):
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                break
+    attributes = attributes_of(only_span())
+    assert attributes[STREAM_OUTCOME] == "closed_early"
+    assert attributes[f"{OUT}.0.{CONTENT}"] == "Paris is"
+
+
+def test_responses_stream_helper_span_ends_with_the_final_response(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with (
+        replay("responses_stream", match_body=False),
+        client.responses.stream(**RESPONSE_REQUEST) as stream,
+    ):
+        final = stream.get_final_response()
+    assert final.output_text == RESPONSES_TEXT
+    assert_paris_response(only_span(), cached=0, reasoning=0)
+
+
+def test_embeddings_record_model_texts_vectors_and_usage(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("embeddings"):
+        client.embeddings.create(model="text-embedding-3-small", input=["cat", "dog"])
+    span = only_span()
+    attributes = attributes_of(span)
+    assert span.name == "CreateEmbeddings"
+    assert span.status.status_code is StatusCode.OK
+    assert (
+        attributes[SpanAttributes.OPENINFERENCE_SPAN_KIND]
+        == OpenInferenceSpanKindValues.EMBEDDING.value
+    )
+    assert attributes[SpanAttributes.EMBEDDING_MODEL_NAME] == "text-embedding-3-small"
+    for index, (text, vector) in enumerate(zip(["cat", "dog"], EMBEDDING_VECTORS, strict=True)):
+        assert attributes[f"{EMBEDDINGS}.{index}.{EmbeddingAttributes.EMBEDDING_TEXT}"] == text
+        assert (
+            list(attributes[f"{EMBEDDINGS}.{index}.{EmbeddingAttributes.EMBEDDING_VECTOR}"])
+            == vector
+        )
+    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_PROMPT] == 6
+    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 6
+    # the SDK's own encoding_format=base64 default is not a parameter the user set
+    assert SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS not in attributes
+    assert SpanAttributes.LLM_INVOCATION_PARAMETERS not in attributes
+
+
+async def test_async_embeddings_with_parameters_are_traced(
+    async_client: openai.AsyncOpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("embeddings_float"):
+        await async_client.embeddings.create(
+            model="text-embedding-3-small",
+            input="cat and dog",
+            encoding_format="float",
+            dimensions=3,
+        )
+    attributes = attributes_of(only_span())
+    assert attributes[f"{EMBEDDINGS}.0.{EmbeddingAttributes.EMBEDDING_TEXT}"] == "cat and dog"
+    parameters = json.loads(attributes[SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS])
+    assert parameters == {"encoding_format": "float", "dimensions": 3}
+
+
+def test_hide_embedding_vectors_redacts_them(
+    client: openai.OpenAI, instrument: Instrument, only_span: OnlySpan
+) -> None:
+    instrument(TraceConfig(hide_embedding_vectors=True))
+    with replay("embeddings"):
+        client.embeddings.create(model="text-embedding-3-small", input=["cat", "dog"])
+    attributes = attributes_of(only_span())
+    assert attributes[f"{EMBEDDINGS}.0.{EmbeddingAttributes.EMBEDDING_VECTOR}"] == REDACTED_VALUE
+    assert attributes[f"{EMBEDDINGS}.0.{EmbeddingAttributes.EMBEDDING_TEXT}"] == "cat"
+
+
+def test_legacy_completion_records_prompt_choices_and_usage(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("completions_legacy"):
+        client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt="Say this is a test", max_tokens=7, temperature=0
+        )
+    span = only_span()
+    attributes = attributes_of(span)
+    assert span.name == "Completion"
+    assert (
+        attributes[f"{SpanAttributes.LLM_PROMPTS}.0.{PromptAttributes.PROMPT_TEXT}"]
+        == "Say this is a test"
+    )
+    text = attributes[f"{SpanAttributes.LLM_CHOICES}.0.{ChoiceAttributes.COMPLETION_TEXT}"]
+    assert text == "\n\nThis is indeed a test"
+    assert attributes[SpanAttributes.OUTPUT_VALUE] == text
+    assert attributes[SpanAttributes.LLM_FINISH_REASON] == "length"
+    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 12
+    parameters = json.loads(attributes[SpanAttributes.LLM_INVOCATION_PARAMETERS])
+    assert parameters == {"max_tokens": 7, "temperature": 0}
+
+
+def test_legacy_completion_stream_is_accumulated(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("completions_legacy_stream"):
+        stream = client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt="Say this is a test", max_tokens=7, stream=True
+        )
+        assert "".join(chunk.choices[0].text for chunk in stream) == "This is a test"
+    attributes = attributes_of(only_span())
+    assert (
+        attributes[f"{SpanAttributes.LLM_CHOICES}.0.{ChoiceAttributes.COMPLETION_TEXT}"]
+        == "This is a test"
+    )
+    assert attributes[SpanAttributes.LLM_FINISH_REASON] == "stop"
+    assert attributes[STREAM_OUTCOME] == "completed"
+
+
+def test_calls_that_are_not_model_calls_produce_no_span(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, finished: Finished
+) -> None:
+    with replay("models_list"):
+        assert [model.id for model in client.models.list()] == [
+            "gpt-4o-mini",
+            "text-embedding-3-small",
+        ]
+    assert finished() == []
