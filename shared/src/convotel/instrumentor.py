@@ -140,6 +140,10 @@ class ConvotelInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         while self._originals:
             owner, attribute, original = self._originals.pop()
             setattr(owner, attribute, original)
+        # Bound methods captured while instrumented (SDKs cache some, e.g. OpenAI's
+        # `.with_raw_response`) keep calling the wrapper: with the tracing reset, they record
+        # nothing.
+        self._tracing = None
 
     def _get_tracing(self) -> Tracing:
         return self.tracing

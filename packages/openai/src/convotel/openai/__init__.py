@@ -9,7 +9,6 @@ OpenAI and Azure OpenAI clients, sync and async, including the ``.with_raw_respo
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
 
 from convotel.config import TraceConfig
 from convotel.instrumentor import ConvotelInstrumentor, WrapTarget
@@ -36,12 +35,6 @@ class OpenAIInstrumentor(ConvotelInstrumentor):
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        super()._uninstrument(**kwargs)
-        # Bound methods captured while instrumented (the SDK caches them in `.with_raw_response`)
-        # keep calling the wrapper: with the tracing reset they record nothing.
-        self._tracing = None
 
     def _config(self) -> TraceConfig:
         return self.tracing.config
