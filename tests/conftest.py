@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from opentelemetry import context as context_api
@@ -39,3 +43,46 @@ def _no_context_leaks() -> Iterator[None]:
     context_api.attach(saved)  # one leak must not cascade into the next tests
     assert span_after is span_before, f"the test left span {span_after!r} current"
     assert attributes_after == attributes_before, f"the test left {attributes_after} set"
+
+
+RunInstrumented = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def run_under_opentelemetry_instrument(tmp_path: Path) -> RunInstrumented:
+    """Run a Python program under the ``opentelemetry-instrument`` CLI of this environment.
+
+    The CLI loads every installed instrumentor from its entry point (as users run it); exporters
+    are switched off so the program only prints what it saw.
+    """
+    cli = Path(sys.executable).with_name("opentelemetry-instrument")
+    if not cli.exists():
+        pytest.skip("opentelemetry-instrument is not installed beside this interpreter")
+
+    def run(
+        program: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float = 240,
+    ) -> subprocess.CompletedProcess[str]:
+        script = tmp_path / "instrumented_program.py"
+        script.write_text(program)
+        environment = {
+            **os.environ,
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            **(env or {}),
+        }
+        return subprocess.run(
+            [str(cli), sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            env=environment,
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run

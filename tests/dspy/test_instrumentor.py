@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import pickle
-import subprocess
-import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dspy
-import pytest
 from dspy.adapters.types.tool import Tool
 from dspy.clients.base_lm import BaseLM
 from dspy.primitives.module import Module
@@ -167,29 +165,11 @@ CLI_SCRIPT = textwrap.dedent(
 )
 
 
-def test_opentelemetry_instrument_loads_the_dspy_instrumentor(tmp_path: Path) -> None:
-    cli = Path(sys.executable).parent / "opentelemetry-instrument"
-    if not cli.exists():
-        pytest.skip("opentelemetry-instrument is not installed in this environment")
-    script = tmp_path / "program.py"
-    script.write_text(CLI_SCRIPT.format(here=str(HERE)))
-    env = {
-        **os.environ,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "DSPY_CACHEDIR": str(tmp_path / "cache"),
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-    }
-
-    completed = subprocess.run(
-        [str(cli), sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-        check=False,
-    )
+def test_opentelemetry_instrument_loads_the_dspy_instrumentor(
+    tmp_path: Path, run_under_opentelemetry_instrument: Callable[..., Any]
+) -> None:
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "DSPY_CACHEDIR": str(tmp_path / "cache")}
+    completed = run_under_opentelemetry_instrument(CLI_SCRIPT.format(here=str(HERE)), env=env)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])

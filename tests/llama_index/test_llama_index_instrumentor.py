@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from llama_index.core import VectorStoreIndex
@@ -73,7 +70,9 @@ def test_requirement_names_the_framework_without_extras() -> None:
     assert get_dependency_conflicts(requirements) is None
 
 
-def test_opentelemetry_instrument_loads_the_instrumentor() -> None:
+def test_opentelemetry_instrument_loads_the_instrumentor(
+    run_under_opentelemetry_instrument: Callable[..., Any],
+) -> None:
     # The CLI instruments against the global tracer provider, which the script sets afterwards.
     script = textwrap.dedent(
         """
@@ -96,16 +95,7 @@ def test_opentelemetry_instrument_loads_the_instrumentor() -> None:
             print("span:", span.name, span.attributes.get("session.id"))
         """
     )
-    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
-    cli = Path(sys.executable).with_name("opentelemetry-instrument")
-    done = subprocess.run(
-        [str(cli), sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    done = run_under_opentelemetry_instrument(script, timeout=300)
 
     assert done.returncode == 0, done.stderr
     assert "instrumented: True" in done.stdout, done.stderr

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mistral_cassettes import CASSETTE_DIR, cassette, replay
@@ -155,25 +154,11 @@ print(json.dumps([[s.name, dict(s.attributes)] for s in exporter.get_finished_sp
 """
 
 
-def test_opentelemetry_instrument_cli_loads_the_instrumentor(tmp_path: Path) -> None:
-    script = tmp_path / "app.py"
-    script.write_text(CLI_SCRIPT.format(tests=str(Path(__file__).parent)))
-    cli = Path(sys.executable).with_name("opentelemetry-instrument")
-    environment = {
-        **os.environ,
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-    }
-    done = subprocess.run(
-        [str(cli), sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-        cwd=CASSETTE_DIR,
-        check=False,
-    )
+def test_opentelemetry_instrument_cli_loads_the_instrumentor(
+    run_under_opentelemetry_instrument: Callable[..., Any],
+) -> None:
+    program = CLI_SCRIPT.format(tests=str(Path(__file__).parent))
+    done = run_under_opentelemetry_instrument(program, cwd=CASSETTE_DIR)
     assert done.returncode == 0, textwrap.shorten(done.stderr, 2000)
     spans = json.loads(done.stdout.strip().splitlines()[-1])
     mistral = [attrs for name, attrs in spans if name == "mistralai.chat.complete"]

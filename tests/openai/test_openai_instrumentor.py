@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from pathlib import Path
+from typing import Any
 
 import openai
-import pytest
 from openai.resources.chat.completions import AsyncCompletions, Completions
 from openai.resources.embeddings import Embeddings
 from openai_cassettes import replay
@@ -117,26 +113,10 @@ APP = textwrap.dedent(
 )
 
 
-def test_opentelemetry_instrument_loads_the_instrumentor(tmp_path: Path) -> None:
-    instrument_command = Path(sys.executable).with_name("opentelemetry-instrument")
-    if not instrument_command.exists():
-        pytest.skip("opentelemetry-instrument is not installed beside this interpreter")
-    app = tmp_path / "app.py"
-    app.write_text(APP)
-    env = {
-        **os.environ,
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-    }
-    result = subprocess.run(
-        [str(instrument_command), sys.executable, str(app)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+def test_opentelemetry_instrument_loads_the_instrumentor(
+    run_under_opentelemetry_instrument: Callable[..., Any],
+) -> None:
+    result = run_under_opentelemetry_instrument(APP)
     assert result.returncode == 0, result.stderr
     spans = result.stdout.strip().splitlines()[-1]
     assert '["ChatCompletion", "convotel-openai", "cli-session"]' in spans
