@@ -7,6 +7,7 @@ and each question names its session, so a span's own input shows which session i
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import re
 import threading
 from collections.abc import Sequence
@@ -171,6 +172,11 @@ async def test_async_streamify_streams_in_its_callers_session(
     assert [answer for _, answer in outcomes] == [f"answer to stream from {s}" for s in sessions]
     assert all(chunks > 0 for chunks, _ in outcomes)
     assert_each_span_in_its_callers_session(spans, tracer_provider, sessions)
+    if importlib.util.find_spec("dspy.clients.execution") is None:
+        pytest.xfail(
+            "dspy < 3.4 streams through LiteLLM, which rebuilds the usage of a streamed response "
+            "(31 tokens) instead of the provider's count (49); convotel records what DSPy reports"
+        )
     for llm in by_name(spans.get_finished_spans(), "LM.__call__"):
         assert llm.attributes[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 49
 
