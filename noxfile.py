@@ -111,14 +111,22 @@ def install_local(session: nox.Session, *extra: str, editable: bool = True) -> N
 def tests(session: nox.Session) -> None:
     """All tests (except the Phoenix end-to-end test) against the latest SDKs."""
     install_local(session, *LATEST_SDKS, *TEST_TOOLS)
-    session.run("pytest", "-m", "not e2e", *session.posargs, env=OFFLINE_ENV)
+    session.run("pytest", "-m", "not e2e and not reliability", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Load, faults, bad input (hypothesis), secrets and memory across every adapter."""
+    install_local(session, *LATEST_SDKS, *TEST_TOOLS)
+    suite = ["-m", "reliability", "tests/reliability"]
+    session.run("pytest", *suite, *session.posargs, env=OFFLINE_ENV)
 
 
 @nox.session
 def tests_min(session: nox.Session) -> None:
     """All tests against the lowest supported SDK versions."""
     install_local(session, *LOWEST_SDKS, *TEST_TOOLS)
-    session.run("pytest", "-m", "not e2e", *session.posargs, env=OFFLINE_ENV)
+    session.run("pytest", "-m", "not e2e and not reliability", *session.posargs, env=OFFLINE_ENV)
 
 
 @nox.session

@@ -1,18 +1,18 @@
 """Per-call overhead of convotel-openai, side by side with the other OpenAI instrumentors.
 
-Every call goes through the real ``openai`` SDK to an in-process ``httpx2.MockTransport`` (no
-sockets), and every span to a counting exporter. For each scenario the script times the
-uninstrumented call, then the same call under each installed instrumentor (instrumented one at a
-time and uninstrumented in between, so they never see each other), and reports the overhead
-(instrumented minus uninstrumented) as a multiple of the *floor*: the bare cost of starting and
-ending one span carrying the same attributes convotel records for that call. Streams are measured
-at two lengths; the difference gives the cost per chunk. All instrumentors run with their
-defaults, which record full message content (except the official OpenTelemetry one, which records
-no content unless asked).
+Responses come from an in-process ``httpx2.MockTransport`` (no sockets) and spans go to a counting
+exporter. Each instrumentor runs in its own worker process (they never see each other); the parent
+interleaves their timed batches and reports the overhead (instrumented minus uninstrumented, thread
+CPU time, least of the rounds) as a multiple of the *floor*: starting and ending one span carrying
+the attributes convotel records for that call. Streams are timed at two lengths; the difference
+gives the cost per chunk. Every instrumentor runs with its defaults (full message content, except
+the official OpenTelemetry one). By default the SDK answers from responses parsed once through the
+mock transport, so the SDK's own milliseconds of work do not drown the overhead; ``--end-to-end``
+times whole calls through the transport instead. See benchmarks/README.md.
 
-    python benchmarks/bench_openai.py            # the table
-    python benchmarks/bench_openai.py --quick    # fewer rounds
-    python benchmarks/bench_openai.py --profile  # where convotel's time goes (cProfile)
+    python benchmarks/bench_openai.py                 # the table (isolated mode)
+    python benchmarks/bench_openai.py --end-to-end    # whole SDK calls (needs a quiet machine)
+    python benchmarks/bench_openai.py --profile       # where convotel's time goes (cProfile)
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ a stream of each endpoint turn into attributes, plus two OpenAI specifics shared
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from itertools import chain
 from typing import Any
 
 from openai import APIResponse, AsyncAPIResponse, AsyncAzureOpenAI, AsyncStream, AzureOpenAI, Stream
@@ -71,10 +72,10 @@ class OpenAIEndpoint(Endpoint):
         self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Iterator[Pair]:
         parameters = self.request_parameters(kwargs)
-        yield from extraction.common_request_attributes(
+        common = extraction.common_request_attributes(
             provider_of(instance), parameters, embedding=self.embedding
         )
-        yield from self.extract_request(parameters)
+        return chain(common, self.extract_request(parameters))
 
     def response_attributes(self, response: Any) -> Iterator[Pair]:
         if isinstance(response, LegacyAPIResponse):  # .with_raw_response: the body is read

@@ -100,14 +100,22 @@ def common_request_attributes(
         yield key, value
 
 
-def last_text_attributes(messages: Sequence[Message]) -> Iterator[Pair]:
-    """``input.value``: the text of the last message (the full request is in the messages)."""
-    if messages:
-        last = messages[-1]
-        text = last.content
-        if text is None:
-            text = " ".join(p.text for p in last.parts if p.text is not None) or None
-        yield from input_value_attributes(text)
+def last_text(messages: Sequence[Message]) -> str | None:
+    """The text of the last message: the request's ``input.value`` (the rest is in messages)."""
+    if not messages:
+        return None
+    last = messages[-1]
+    if last.content is not None:
+        return last.content
+    return " ".join(p.text for p in last.parts if p.text is not None) or None
+
+
+def messages_and_tools_attributes(messages: Sequence[Message], tools: Any) -> Iterator[Pair]:
+    """Input messages, ``input.value`` and tool definitions of a chat or Responses request."""
+    yield from message_attributes(INPUT_MESSAGES, messages)
+    yield from input_value_attributes(last_text(messages))
+    if tools and isinstance(tools, _SEQUENCES):
+        yield from tool_definition_attributes(tools)
 
 
 # --- messages ---------------------------------------------------------------------------------
@@ -181,9 +189,7 @@ def response_item_message(item: Any) -> Message | None:
 
 def chat_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     messages = [chat_message(m) for m in _sequence(kwargs.get("messages"))]
-    yield from message_attributes(INPUT_MESSAGES, messages)
-    yield from last_text_attributes(messages)
-    yield from tool_definition_attributes(_sequence(kwargs.get("tools")))
+    return messages_and_tools_attributes(messages, kwargs.get("tools"))
 
 
 def responses_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
@@ -198,9 +204,7 @@ def responses_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
         message = response_item_message(item)
         if message is not None:
             messages.append(message)
-    yield from message_attributes(INPUT_MESSAGES, messages)
-    yield from last_text_attributes(messages)
-    yield from tool_definition_attributes(_sequence(kwargs.get("tools")))
+    return messages_and_tools_attributes(messages, kwargs.get("tools"))
 
 
 def completion_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
