@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator, Mapping
+from enum import Enum
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from convotel import TraceConfig, using_session, using_user
+from convotel.attributes import invocation_parameter_attributes
 from convotel.spans import (
     DEFERRED_TO_PROVIDER,
     Endpoint,
@@ -76,6 +79,38 @@ def test_set_drops_none_encodes_dicts_and_never_raises(
     assert attributes["a.numbers"] == (1.0, 2.5)
     assert isinstance(attributes["a.weird"], str)
     assert attributes["a.bytes"] == '"<2 bytes>"'
+
+
+class Colour(str, Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize(
+    ("value", "recorded"),
+    [
+        ([0.5, -1.25, 3.0], (0.5, -1.25, 3.0)),  # an embedding vector, as it is
+        ((1, 2, 3), (1, 2, 3)),
+        ([True, False], (True, False)),
+        ([1, 0.5], (1.0, 0.5)),  # mixed numbers: one type, as OpenTelemetry requires
+        ([Colour.RED, "blue"], ("red", "blue")),  # str subclasses become plain strings
+        ([True, 1], "[true, 1]"),  # bools are not numbers here: JSON
+        ([], ()),
+    ],
+)
+def test_sequences_are_recorded_as_one_typed_sequence_or_json(
+    tracing: Tracing, span_exporter: InMemorySpanExporter, value: Any, recorded: object
+) -> None:
+    call = tracing.start("chat", "LLM")
+    call.set("a.sequence", value)
+    call.end()
+    assert attrs(only_span(span_exporter))["a.sequence"] == recorded
+
+
+def test_invocation_parameters_keep_lists_and_objects_as_json() -> None:
+    parameters = {"stop": ["\n", "END"], "logit_bias": {"50256": -100}, "api_key": "sk-x"}
+    ((key, value),) = invocation_parameter_attributes(parameters)
+    assert key == "llm.invocation_parameters"
+    assert json.loads(value) == {"stop": ["\n", "END"], "logit_bias": {"50256": -100}}
 
 
 def test_extractor_that_raises_is_logged_once_and_keeps_earlier_pairs(

@@ -8,6 +8,7 @@ Each builder is pure and cheap; masking and JSON encoding happen when the pairs 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from openinference.semconv.trace import (
     ToolCallAttributes,
 )
 
-from convotel.json_encoding import jsonable, safe_json_dumps
+from convotel.json_encoding import safe_json_dumps
 
 __all__ = [
     "SECRET_PARAMETERS",
@@ -166,13 +167,18 @@ def model_attributes(
         yield SpanAttributes.LLM_MODEL_NAME, model
 
 
+@functools.lru_cache(maxsize=64)
+def _skipped_parameters(exclude: frozenset[str]) -> frozenset[str]:
+    return SECRET_PARAMETERS | exclude
+
+
 def invocation_parameter_attributes(
     parameters: Mapping[str, Any], exclude: Iterable[str] = ()
 ) -> Iterator[Pair]:
     """``llm.invocation_parameters`` as JSON: only parameters the user set, never secrets."""
-    skipped = SECRET_PARAMETERS.union(exclude)
-    chosen = {
-        key: jsonable(value) if not isinstance(value, (str, int, float, bool)) else value
+    skipped = _skipped_parameters(exclude if isinstance(exclude, frozenset) else frozenset(exclude))
+    chosen = {  # the encoder converts SDK objects (pydantic models...) through jsonable
+        key: value
         for key, value in parameters.items()
         if key not in skipped and not is_unset(value)
     }
@@ -180,14 +186,21 @@ def invocation_parameter_attributes(
         yield SpanAttributes.LLM_INVOCATION_PARAMETERS, safe_json_dumps(chosen)
 
 
+@functools.lru_cache(maxsize=1024)
+def _message_keys(prefix: str, index: int) -> tuple[str, str, str]:
+    """The key prefix of message ``index`` and its role and content keys (built once)."""
+    base = f"{prefix}.{index}."
+    return base, base + MessageAttributes.MESSAGE_ROLE, base + MessageAttributes.MESSAGE_CONTENT
+
+
 def message_attributes(prefix: str, messages: Iterable[Message]) -> Iterator[Pair]:
     """Pairs for ``prefix`` (``llm.input_messages`` or ``llm.output_messages``) per message."""
     for index, message in enumerate(messages):
-        base = f"{prefix}.{index}."
+        base, role_key, content_key = _message_keys(prefix, index)
         if message.role is not None:
-            yield base + MessageAttributes.MESSAGE_ROLE, message.role
+            yield role_key, message.role
         if message.content is not None:
-            yield base + MessageAttributes.MESSAGE_CONTENT, message.content
+            yield content_key, message.content
         if message.name is not None:
             yield base + MessageAttributes.MESSAGE_NAME, message.name
         if message.tool_call_id is not None:
@@ -260,7 +273,7 @@ def embedding_attributes(
         if isinstance(text, str):
             yield f"{prefix}.{index}.{EmbeddingAttributes.EMBEDDING_TEXT}", text
     for index, vector in enumerate(vectors or ()):
-        yield f"{prefix}.{index}.{EmbeddingAttributes.EMBEDDING_VECTOR}", list(vector)
+        yield f"{prefix}.{index}.{EmbeddingAttributes.EMBEDDING_VECTOR}", vector
 
 
 def document_attributes(prefix: str, documents: Iterable[Document]) -> Iterator[Pair]:

@@ -38,9 +38,13 @@ def jsonable(value: Any) -> Any:
         return f"<{type(value).__name__}>"
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new encoder each time.
+_ENCODER = json.JSONEncoder(default=jsonable, ensure_ascii=False)
+
+
 def safe_json_dumps(value: Any) -> str:
     """``json.dumps`` that falls back to :func:`jsonable` for unknown objects and never raises."""
     try:
-        return json.dumps(value, default=jsonable, ensure_ascii=False)
+        return _ENCODER.encode(value)
     except Exception:  # noqa: BLE001 - e.g. circular references or keys that are not strings
         return json.dumps(str(value), ensure_ascii=False)

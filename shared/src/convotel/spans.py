@@ -79,6 +79,7 @@ _CLAIM_KEY = context_api.create_key("convotel-model-call-claim")
 _ACTIVE_CALL_KEY = context_api.create_key("convotel-active-call")
 _PLAIN_TYPES = (str, bool, int, float)
 _PLAIN_TYPE_SET = frozenset(_PLAIN_TYPES)
+_NUMBER_TYPE_SET = frozenset((int, float))
 
 _logged: set[str] = set()
 
@@ -114,14 +115,13 @@ def _attribute_value(value: Any) -> AttributeValue | None:
     if isinstance(value, Enum):
         return _attribute_value(value.value)
     if isinstance(value, (list, tuple)):
-        if all(isinstance(item, str) for item in value):
-            return list(value)
-        if all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in value):
-            if all(isinstance(item, int) for item in value):
-                return list(value)
+        item_types = set(map(type, value))  # one pass in C: vectors are thousands of floats
+        if len(item_types) == 1 and item_types <= _PLAIN_TYPE_SET:
+            return value if type(value) is list else list(value)
+        if item_types <= _NUMBER_TYPE_SET:
             return [float(item) for item in value]  # sequences must be of one type
-        if all(isinstance(item, bool) for item in value):
-            return list(value)
+        if all(isinstance(item, str) for item in value):  # str subclasses, e.g. str enums
+            return [str.__str__(item) for item in value]  # the text, not an enum's name
         return safe_json_dumps(value)
     return safe_json_dumps(value)
 
@@ -176,9 +176,13 @@ class CallSpan:
 
     def set_attributes(self, pairs: Iterable[Pair], where: str = "attribute extraction") -> None:
         """Record the pairs an extractor yields; an extractor that raises is logged once."""
+        pending, unchanged = self._pending, self._config.unchanged_keys
         try:
             for key, value in pairs:
-                self.set(key, value)
+                if type(value) in _PLAIN_TYPE_SET and key in unchanged:
+                    pending[key] = value  # the hot path: a plain value recorded as it is
+                else:
+                    self.set(key, value)
         except Exception as exc:  # noqa: BLE001 - extraction must never reach the caller
             log_once(where, exc)
 
