@@ -7,14 +7,12 @@ convotel OpenAI instrumentor active too, one model call still yields exactly one
 from __future__ import annotations
 
 import importlib.util
-import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import dspy
-import openai
 import pytest
 import vcr
+from dspy_lms import OpenAIClientLM, litellm_lm
 from dspy_loopback import LoopbackServer
 from dspy_spans import HAS_NATIVE_ENGINE, by_name, one, parent_of
 from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
@@ -28,19 +26,6 @@ KIND = SpanAttributes.OPENINFERENCE_SPAN_KIND
 LLM = OpenInferenceSpanKindValues.LLM.value
 TOTAL = SpanAttributes.LLM_TOKEN_COUNT_TOTAL
 HAS_OPENAI_INSTRUMENTOR = importlib.util.find_spec("convotel.openai") is not None
-
-
-def litellm_lm(**kwargs: Any) -> dspy.LM:
-    """An LM on the LiteLLM path; a fresh key so LiteLLM builds (and caches) a fresh client."""
-    engine = {"engine": "litellm"} if HAS_NATIVE_ENGINE else {}
-    return dspy.LM(
-        "openai/gpt-4o-mini",
-        api_key=f"sk-test-{uuid.uuid4().hex}",
-        cache=False,
-        num_retries=0,
-        **engine,
-        **kwargs,
-    )
 
 
 def llm_kind_spans(finished: tuple[ReadableSpan, ...]) -> list[ReadableSpan]:
@@ -165,19 +150,6 @@ def test_with_the_openai_instrumentor_each_litellm_call_is_one_llm_span_with_tok
     assert sorted(s.attributes[SpanAttributes.SESSION_ID] for s in llm_spans) == ["s-1", "s-2"]
     assert [s.attributes[TOTAL] for s in llm_spans] == [49, 49]
     assert [s for s in finished if TOTAL in s.attributes] == llm_spans
-
-
-class OpenAIClientLM(dspy.BaseLM):
-    """A custom DSPy LM calling the OpenAI SDK's ``chat.completions.create`` itself."""
-
-    def __init__(self, base_url: str) -> None:
-        super().__init__(model="openai/gpt-4o-mini", cache=False)
-        self.client = openai.OpenAI(api_key="sk-test", base_url=base_url, max_retries=0)
-
-    def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
-        return self.client.chat.completions.create(
-            model="gpt-4o-mini", messages=messages or [{"role": "user", "content": prompt}]
-        )
 
 
 @pytest.mark.usefixtures("with_openai_instrumentor")

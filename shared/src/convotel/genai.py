@@ -32,6 +32,9 @@ _OPERATIONS = {
     OpenInferenceSpanKindValues.AGENT.value: _operation("INVOKE_AGENT", "invoke_agent"),
     OpenInferenceSpanKindValues.RETRIEVER.value: _operation("RETRIEVAL", "retrieval"),
 }
+#: An LLM call given prompts rather than messages (legacy completions, Mistral FIM).
+_TEXT_COMPLETION = _operation("TEXT_COMPLETION", "text_completion")
+_PROMPTS = SpanAttributes.LLM_PROMPTS
 
 # Added to the conventions package after 0.58b0 (the oldest release convotel supports).
 _CACHE_READ_INPUT_TOKENS: str = getattr(
@@ -57,7 +60,10 @@ _DIRECT = (
 
 def genai_attributes(attributes: Mapping[str, Any]) -> Iterator[Pair]:
     """GenAI-convention pairs derived from a span's OpenInference attributes."""
-    operation = _OPERATIONS.get(str(attributes.get(SpanAttributes.OPENINFERENCE_SPAN_KIND)))
+    kind = str(attributes.get(SpanAttributes.OPENINFERENCE_SPAN_KIND))
+    operation = _OPERATIONS.get(kind)
+    if kind == OpenInferenceSpanKindValues.LLM.value and _has_prompts(attributes):
+        operation = _TEXT_COMPLETION
     if operation is not None:
         yield gen_ai.GEN_AI_OPERATION_NAME, operation
     provider = attributes.get(SpanAttributes.LLM_PROVIDER) or attributes.get(
@@ -65,11 +71,9 @@ def genai_attributes(attributes: Mapping[str, Any]) -> Iterator[Pair]:
     )
     if isinstance(provider, str):
         yield gen_ai.GEN_AI_PROVIDER_NAME, _PROVIDERS.get(provider, provider)
-    request_model = (
-        attributes.get(SpanAttributes.LLM_REQUEST_MODEL_NAME)
-        or attributes.get(SpanAttributes.LLM_MODEL_NAME)
-        or attributes.get(SpanAttributes.EMBEDDING_MODEL_NAME)
-    )
+    request_model = _request_model(attributes)
+    if isinstance(request_model, str) and isinstance(provider, str):
+        request_model = request_model.removeprefix(f"{provider}/")  # LiteLLM's "openai/<model>"
     if request_model is not None:
         yield gen_ai.GEN_AI_REQUEST_MODEL, request_model
     for source, target in _DIRECT:
@@ -79,3 +83,15 @@ def genai_attributes(attributes: Mapping[str, Any]) -> Iterator[Pair]:
     finish_reason = attributes.get(SpanAttributes.LLM_FINISH_REASON)
     if isinstance(finish_reason, str):
         yield gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, [finish_reason]
+
+
+def _has_prompts(attributes: Mapping[str, Any]) -> bool:
+    return any(key == _PROMPTS or key.startswith(f"{_PROMPTS}.") for key in attributes)
+
+
+def _request_model(attributes: Mapping[str, Any]) -> Any:
+    """The requested model; ``llm.model_name`` only when it cannot be the returned model."""
+    requested = attributes.get(SpanAttributes.LLM_REQUEST_MODEL_NAME)
+    if requested is None and SpanAttributes.LLM_RESPONSE_MODEL_NAME not in attributes:
+        requested = attributes.get(SpanAttributes.LLM_MODEL_NAME)
+    return requested or attributes.get(SpanAttributes.EMBEDDING_MODEL_NAME)

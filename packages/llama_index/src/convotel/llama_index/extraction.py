@@ -112,6 +112,7 @@ def chat_response_attributes(response: ChatResponse) -> Iterator[Pair]:
     yield from message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, [message])
     yield from output_value_attributes(message.content)
     yield from usage_of(response)
+    yield from response_model_of(response)
 
 
 def completion_response_attributes(response: CompletionResponse) -> Iterator[Pair]:
@@ -120,6 +121,7 @@ def completion_response_attributes(response: CompletionResponse) -> Iterator[Pai
     )
     yield from output_value_attributes(response.text)
     yield from usage_of(response)
+    yield from response_model_of(response)
 
 
 def as_message(message: ChatMessage) -> Message:
@@ -197,6 +199,13 @@ def usage_of(response: ChatResponse | CompletionResponse) -> Iterator[Pair]:
         cache_write=_count(_field(usage, "cache_creation_input_tokens")),
         reasoning=_count(_field(_field(usage, "completion_tokens_details"), "reasoning_tokens")),
     )
+
+
+def response_model_of(response: ChatResponse | CompletionResponse) -> Iterator[Pair]:
+    """The answering model named by ``response.raw`` (``llm.model_name`` stays the requested)."""
+    model = _text(_field(response.raw, "model"))
+    if model:
+        yield SpanAttributes.LLM_RESPONSE_MODEL_NAME, model
 
 
 def as_documents(nodes: Iterable[NodeWithScore]) -> list[Document]:

@@ -76,7 +76,7 @@ class ChatStreamAccumulator:
         self._choices: dict[int, _Choice] = {}
 
     def process(self, chunk: Any) -> bool | None:
-        if self._model is None:
+        if not self._model:  # Azure's first chunk (prompt filter results) has model ""
             self._model = chunk.model
         usage = chunk.usage
         if usage is not None:
