@@ -386,19 +386,110 @@ def test_openai_rate_limit_error_carries_retry_after_headers(server: FakeLLMServ
         ("429", FaultSpec(429, 1, 20)),
         ("503*2", FaultSpec(503, 2, 20)),
         ("500*4;retry-after-ms=5", FaultSpec(500, 4, 5)),
+        ("delay-ms=300", FaultSpec(None, delay_ms=300)),
+        ("reset-after=2*3", FaultSpec(None, 3, reset_after=2)),
+        ("truncate", FaultSpec(None, damage="truncate")),
+        ("malformed-json*2", FaultSpec(None, 2, damage="malformed-json")),
+        ("malformed-sse", FaultSpec(None, damage="malformed-sse")),
     ],
 )
 def test_fault_header_parses(header: str, expected: FaultSpec) -> None:
     assert FaultSpec.parse(header) == expected
 
 
-@pytest.mark.parametrize("header", ["teapot", "200", "429*x", "500;wait=3"])
+@pytest.mark.parametrize(
+    "header", ["teapot", "200", "429*x", "500;wait=3", "delay-ms=-1", "reset-after=", "truncate=1"]
+)
 def test_malformed_fault_header_is_a_400(server: FakeLLMServer, header: str) -> None:
     body = json.dumps({"model": "gpt-4o-mini", "messages": [user("hi")]}).encode()
     url = f"{server.openai_base_url}/chat/completions"
     status, answer = http("POST", url, body, **{FAULT_HEADER: header})
     assert status == 400
     assert FAULT_HEADER in answer["error"]["message"]
+
+
+def _streamed_texts(client: openai.OpenAI, question: str, fault: str | None = None) -> list[str]:
+    headers = {FAULT_HEADER: fault} if fault else {}
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[user(question)], stream=True, extra_headers=headers
+    )
+    return [chunk.choices[0].delta.content or "" for chunk in stream]
+
+
+def test_reset_after_k_events_breaks_the_stream_after_k_chunks(
+    server: FakeLLMServer, client: openai.OpenAI
+) -> None:
+    question = "Plan three days in Lisbon for me"
+    complete = _streamed_texts(client, question)
+    received: list[str] = []
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[user(question)],
+        stream=True,
+        extra_headers={FAULT_HEADER: "reset-after=3"},
+    )
+    with pytest.raises(openai.APIConnectionError) as raised:
+        received.extend(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert received == complete[:3]
+    assert isinstance(raised.value.__cause__, Exception)
+    assert "reset" in str(raised.value.__cause__).lower()
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("truncate", lambda complete: complete[: (len(complete) + 1) // 2]),  # + the [DONE] event
+        ("malformed-sse", lambda complete: complete[:1] + complete[2:]),  # the 2nd event is ignored
+    ],
+)
+def test_damaged_streams_end_early_or_lose_the_event_without_a_field_name(
+    client: openai.OpenAI, fault: str, expected: Any
+) -> None:
+    complete = _streamed_texts(client, "What should I cook for a vegetarian dinner?")
+    damaged = _streamed_texts(client, "What should I cook for a vegetarian dinner?", fault)
+    assert damaged == expected(complete)
+
+
+@pytest.mark.parametrize("fault", ["truncate", "malformed-json"])
+def test_damaged_json_bodies_do_not_parse_though_the_status_is_200(
+    server: FakeLLMServer, client: openai.OpenAI, fault: str
+) -> None:
+    with pytest.raises(json.JSONDecodeError):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[user("hi")], extra_headers={FAULT_HEADER: fault}
+        )
+    assert [r.status for r in server.served] == [200]
+
+
+def test_malformed_json_in_a_stream_breaks_its_second_event(client: openai.OpenAI) -> None:
+    received: list[str] = []
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[user("Recommend a book")],
+        stream=True,
+        extra_headers={FAULT_HEADER: "malformed-json"},
+    )
+    with pytest.raises(json.JSONDecodeError):
+        received.extend(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert received == [""]  # the first (role) event arrived intact
+
+
+def test_delay_outlasts_a_short_client_timeout_and_the_arrival_is_counted(
+    server: FakeLLMServer,
+) -> None:
+    impatient = openai.OpenAI(
+        base_url=server.openai_base_url, api_key="k", max_retries=0, timeout=0.1
+    )
+    with impatient, pytest.raises(openai.APITimeoutError):
+        impatient.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[user("hi")],
+            extra_headers={FAULT_HEADER: "delay-ms=2000"},
+        )
+    assert server.wait_for_arrivals(1, timeout=0)
+    assert server.arrivals == 1
+    assert server.served == []  # still sleeping: no answer yet
+    assert not server.wait_for_arrivals(2, timeout=0.01)
 
 
 # -- malformed requests ------------------------------------------------------------------------

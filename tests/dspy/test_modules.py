@@ -178,6 +178,7 @@ def test_http_error_fails_the_llm_and_module_spans(
         assert parent_of(finished, llm) is module
         assert llm.status.status_code is StatusCode.ERROR
         assert llm.events[0].name == "exception"
+        assert llm.attributes["http.response.status_code"] == 500  # DSPy 3.4: LMError.status
         assert SpanAttributes.LLM_TOKEN_COUNT_TOTAL not in llm.attributes
         assert llm.attributes[SpanAttributes.LLM_PROVIDER] == "openai"
 

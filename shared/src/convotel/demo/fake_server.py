@@ -11,11 +11,26 @@ recognised by its User-Agent. Replies come from :mod:`convotel.demo.fake_replies
 per conversation, token counts from its documented tokenizer). An unknown model gets the
 provider's own error (OpenAI: 404 ``model_not_found``; Mistral: 400 ``invalid_model``).
 
-Fault injection: a request carrying the header ``x-convotel-fault: STATUS[*N][;retry-after-ms=MS]``
-is answered with that HTTP error (plus ``retry-after``/``retry-after-ms``) the first N times
-(default 1) the same request body arrives, then normally. The SDKs retry 429/5xx on their own, so
-``429`` shows a retried call and ``500*3`` (more failures than the OpenAI SDK's two retries) an
-error the application sees.
+Fault injection: a request carrying the header ``x-convotel-fault: FAULT[*N][;retry-after-ms=MS]``
+gets that fault the first N times (default 1) the same header and request body arrive, then a
+normal answer. FAULT is one of:
+
+* ``STATUS`` (4xx/5xx): that HTTP error in the provider's error shape, with ``retry-after-ms: MS``
+  (default 20) and ``retry-after`` (MS in whole seconds, rounded up). The SDKs retry 429/5xx on
+  their own, so ``429`` shows a retried call and ``500*3`` (more failures than the OpenAI SDK's
+  two retries) an error the application sees.
+* ``delay-ms=MS``: answer normally after MS milliseconds (a client timeout shorter than that
+  fails the call).
+* ``reset-after=K``: send the response head and the first K server-sent events (a non-streamed
+  answer: its first K bytes), then reset the connection (TCP RST).
+* ``truncate``: a 200 answer cut in half, framed as complete: the JSON body's first half (with
+  its length), or the first half of the events, without the finish reason and ``[DONE]``.
+* ``malformed-json``: a 200 answer whose JSON does not parse: the body, or the second event's
+  data.
+* ``malformed-sse``: a stream whose second event has no ``data:`` field name, so a conforming
+  SSE parser ignores that line (a non-streamed answer gets ``malformed-json``).
+
+Only successful (200) answers are damaged; ``retry-after-ms`` applies to ``STATUS`` only.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import struct
 import sys
 import threading
@@ -32,7 +48,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from convotel.demo.fake_replies import (
     ReplyPlan,
@@ -85,22 +101,26 @@ class ServedRequest:
     retry_count: int
 
 
+Damage = Literal["truncate", "malformed-json", "malformed-sse"]
+_DAMAGES: tuple[Damage, ...] = ("truncate", "malformed-json", "malformed-sse")
+
+
 @dataclass(frozen=True)
 class FaultSpec:
-    """A parsed ``x-convotel-fault`` header."""
+    """A parsed ``x-convotel-fault`` header (exactly one of the fault fields is set)."""
 
-    status: int
+    status: int | None
     times: int = 1
     retry_after_ms: int = 20
+    delay_ms: int | None = None
+    reset_after: int | None = None
+    damage: Damage | None = None
 
     @classmethod
     def parse(cls, header: str) -> FaultSpec:
-        """Parse ``STATUS[*N][;retry-after-ms=MS]``; raises ValueError when malformed."""
+        """Parse ``FAULT[*N][;retry-after-ms=MS]``; raises ValueError when malformed."""
         head, _, option = header.partition(";")
-        status_text, _, times_text = head.strip().partition("*")
-        status = int(status_text)
-        if not 400 <= status <= 599:
-            raise ValueError(f"fault status must be 4xx/5xx, got {status}")
+        fault, _, times_text = head.strip().partition("*")
         times = int(times_text) if times_text else 1
         retry_after_ms = 20
         if option:
@@ -108,7 +128,25 @@ class FaultSpec:
             if key.strip().lower() != "retry-after-ms":
                 raise ValueError(f"unknown fault option {key!r}")
             retry_after_ms = int(value)
+        name, _, argument = fault.partition("=")
+        if name == "delay-ms":
+            return cls(None, times, retry_after_ms, delay_ms=_non_negative(name, argument))
+        if name == "reset-after":
+            return cls(None, times, retry_after_ms, reset_after=_non_negative(name, argument))
+        for damage in _DAMAGES:
+            if fault == damage:
+                return cls(None, times, retry_after_ms, damage=damage)
+        status = int(fault)
+        if not 400 <= status <= 599:
+            raise ValueError(f"fault status must be 4xx/5xx, got {status}")
         return cls(status, times, retry_after_ms)
+
+
+def _non_negative(name: str, text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
 
 
 @dataclass
@@ -131,9 +169,14 @@ class _HTTPError(Exception):
 
 
 class _LoopbackHTTPServer(ThreadingHTTPServer):
-    """A threading server that treats a client hanging up (closed stream, pool reset) as normal."""
+    """A threading server that treats a client hanging up (closed stream, pool reset) as normal.
+
+    Its listen backlog admits hundreds of clients connecting at once (socketserver's default
+    of 5 makes the kernel drop their connection attempts, which then retry a second later).
+    """
 
     daemon_threads = True
+    request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):
@@ -162,6 +205,8 @@ class FakeLLMServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._arrivals = 0
         self._fault_attempts: dict[str, int] = {}
         self._served: list[ServedRequest] = []
         self._counter = 0
@@ -231,6 +276,22 @@ class FakeLLMServer:
         with self._lock:
             return list(self._served)
 
+    @property
+    def arrivals(self) -> int:
+        """How many POST requests have arrived (answered or not yet, e.g. delayed by a fault)."""
+        with self._lock:
+            return self._arrivals
+
+    def wait_for_arrivals(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` POST requests have arrived; False if ``timeout`` passed first."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: self._arrivals >= count, timeout)
+
+    def _arrive(self) -> None:
+        with self._arrived:
+            self._arrivals += 1
+            self._arrived.notify_all()
+
     def _record(self, request: ServedRequest) -> None:
         with self._lock:
             self._served.append(request)
@@ -254,6 +315,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     server_state: FakeLLMServer
     _pending: _Pending | None = None
+    #: A fault that damages this request's successful answer (reset, truncate, malformed...).
+    _damage: FaultSpec | None = None
     protocol_version = "HTTP/1.1"
     server_version = "convotel-fake-llm/1.0"
 
@@ -273,6 +336,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: int, payload: object, headers: Mapping[str, str] = {}) -> None:
         data = json.dumps(payload).encode()
+        damage = self._damage if status == HTTPStatus.OK else None
+        if damage is not None and damage.damage == "truncate":
+            data = data[: len(data) // 2]
+        elif damage is not None and damage.damage is not None:
+            data = _malformed(data.decode()).encode()
         self._record_answer(status)
         self.send_response(status)
         self.send_header("content-type", "application/json")
@@ -281,6 +349,9 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
+        if damage is not None and damage.reset_after is not None:
+            self.wfile.write(data[: damage.reset_after])
+            self._reset_connection()
         self.wfile.write(data)
 
     def _send_error(
@@ -306,22 +377,43 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(error.status, payload, headers)
 
     def _send_events(self, events: Iterator[str]) -> None:
+        frames = [f"data: {data}\n\n" for data in events]
+        damage = self._damage
+        if damage is not None and damage.damage == "truncate":
+            frames = frames[: len(frames) // 2]
+        elif damage is not None and damage.damage == "malformed-json":
+            frames[1] = f"data: {_malformed(frames[1][len('data: ') : -2])}\n\n"
+        elif damage is not None and damage.damage == "malformed-sse":
+            frames[1] = frames[1][len("data: ") :]
         self._record_answer(HTTPStatus.OK)
         self.send_response(HTTPStatus.OK)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
-        first = True
-        for data in events:
-            if not first and self.server_state.token_delay:
+        for index, text in enumerate(frames):
+            if damage is not None and damage.reset_after == index:
+                self._reset_connection()
+            if index and self.server_state.token_delay:
                 time.sleep(self.server_state.token_delay)
-            first = False
-            frame = f"data: {data}\n\n".encode()
+            frame = text.encode()
             self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
             self.wfile.flush()
+        if damage is not None and damage.reset_after is not None:
+            self._reset_connection()
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def _reset_connection(self) -> NoReturn:
+        """Abort the connection with a TCP RST (what a crashed server or proxy sends).
+
+        Raises ConnectionAbortedError, which ends this handler quietly (see handle_error).
+        """
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.wfile.close()
+        self.rfile.close()
+        self.connection.close()
+        raise ConnectionAbortedError("x-convotel-fault: connection reset")
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("content-length") or 0)
@@ -346,6 +438,8 @@ class _Handler(BaseHTTPRequestHandler):
         flavour, route = self._flavour_and_route()
         raw = self._read_body()
         state = self.server_state
+        state._arrive()
+        self._damage = None
         self._pending = _Pending(
             flavour, route, int(self.headers.get("x-stainless-retry-count") or 0)
         )
@@ -357,12 +451,17 @@ class _Handler(BaseHTTPRequestHandler):
             if fault_header:
                 fault = _parse_fault(fault_header)
                 if state._should_fail(fault, fault_header, raw):
-                    wait = {
-                        "retry-after-ms": str(fault.retry_after_ms),
-                        "retry-after": str(max(1, -(-fault.retry_after_ms // 1000))),
-                    }
-                    self._send_error(flavour, _injected_error(fault.status), wait)
-                    return
+                    if fault.status is not None:
+                        wait = {
+                            "retry-after-ms": str(fault.retry_after_ms),
+                            "retry-after": str(-(-fault.retry_after_ms // 1000)),
+                        }
+                        self._send_error(flavour, _injected_error(fault.status), wait)
+                        return
+                    if fault.delay_ms is not None:
+                        time.sleep(fault.delay_ms / 1000)
+                    else:
+                        self._damage = fault
             if state.latency:
                 time.sleep(state.latency)
             if route == "/v1/chat/completions":
@@ -440,6 +539,11 @@ def _parse_fault(header: str) -> FaultSpec:
     except ValueError as error:
         message = f"bad {FAULT_HEADER} header: {error}"
         raise _HTTPError(400, message, "invalid_request_error") from error
+
+
+def _malformed(json_text: str) -> str:
+    """``json_text`` with its first separating comma dropped: no longer JSON."""
+    return json_text.replace(", ", " ", 1)
 
 
 def _injected_error(status: int) -> _HTTPError:

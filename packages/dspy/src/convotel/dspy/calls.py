@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
 from convotel.attributes import input_value_attributes, output_value_attributes
 from convotel.dspy.arguments import bound_arguments
@@ -103,6 +104,12 @@ class LMCall(Endpoint):
 
     def response_attributes(self, response: Any) -> Iterator[Pair]:
         yield from lm_output_attributes(response)
+
+    def error_attributes(self, exc: BaseException) -> Iterator[Pair]:
+        # DSPy >= 3.4 raises its own LMError, carrying the provider's HTTP status as `status`.
+        status = getattr(exc, "status", None)
+        if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+            yield HTTP_RESPONSE_STATUS_CODE, status
 
 
 class ToolCall(Endpoint):
@@ -206,10 +213,13 @@ EVALUATE_CALL = EvaluateCall()
 # --- token counts: DSPy's own record of each LM call -------------------------------------------
 
 
-def _record_lm_result(lm: Any, usage: Any, response_model: Any, cache_hit: Any) -> None:
+def _record_lm_result(lm: Any, read: Callable[[], tuple[Any, Any, Any]]) -> None:
+    """Add what ``read()`` returns (usage, response model, cache hit) to ``lm``'s running call;
+    the record is read inside the guard: reading an odd result must not fail the LM call."""
     try:
         call = active_call(lm)
         if call is not None:
+            usage, response_model, cache_hit = read()
             call.set_attributes(
                 lm_result_attributes(usage, response_model, cache_hit is True), "LM usage"
             )
@@ -227,9 +237,11 @@ def finalize_observer(get_tracing: Callable[[], Tracing]) -> WrapperFunction:
             lm, result = args[0], args[2]
             _record_lm_result(
                 lm,
-                getattr(result, "usage", None),
-                getattr(result, "response_model", None),
-                getattr(result, "cache_hit", False),
+                lambda: (
+                    getattr(result, "usage", None),
+                    getattr(result, "response_model", None),
+                    getattr(result, "cache_hit", False),
+                ),
             )
         return wrapped(*args, **kwargs)
 
@@ -246,9 +258,11 @@ def history_observer(get_tracing: Callable[[], Tracing]) -> WrapperFunction:
         if isinstance(entry, Mapping):
             _record_lm_result(
                 instance,
-                entry.get("usage"),
-                entry.get("response_model"),
-                getattr(entry.get("response"), "cache_hit", False),
+                lambda: (
+                    entry.get("usage"),
+                    entry.get("response_model"),
+                    getattr(entry.get("response"), "cache_hit", False),
+                ),
             )
         return wrapped(*args, **kwargs)
 
