@@ -1,0 +1,237 @@
+"""Every overhead benchmark in one run, each one's table, then one table of all adapters.
+
+    python benchmarks/run_all.py                     # every bench_*.py, then the combined table
+    python benchmarks/run_all.py --rounds 10         # quicker, noisier (default: each bench's own)
+    python benchmarks/run_all.py --only dspy,openai  # some adapters
+    python benchmarks/run_all.py --markdown --json results.json
+    python benchmarks/run_all.py --from-json results.json --markdown  # re-render, no timing
+
+The combined table has one row per adapter and call kind. "x call": overhead as a multiple of the
+uninstrumented call (for openai and mistralai the whole SDK call on an in-process mock transport,
+with no network; for llama_index and dspy the framework call with an in-process stub LLM); "x
+floor": as a multiple of starting and ending convotel's spans for that call on the bare SDK; the
+last columns divide convotel's overhead by the other instrumentors'. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_harness import (  # noqa: E402 - after the path insert
+    Row,
+    SuiteResult,
+    measure,
+    print_report,
+    render,
+)
+
+#: The columns of the combined table, convotel first.
+CONTENDERS = ("convotel", "OpenInference", "OpenLLMetry")
+#: bench_openai.py (not on the harness yet): its contenders' distributions, for the versions line.
+OPENAI_DISTRIBUTIONS = {
+    "convotel": "convotel-openai",
+    "OpenInference": "openinference-instrumentation-openai",
+    "OpenLLMetry": "opentelemetry-instrumentation-openai",
+}
+OPENAI_ROUNDS = 30  # bench_openai.py's default
+OPENAI_SDK_CALLS = 4  # whole-SDK calls per batch for the "x call" scale (milliseconds each)
+
+
+def load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def openai_result(bench: Any, rounds: int) -> SuiteResult:
+    """Run bench_openai.py's own measurement (isolated mode) and keep its chat rows.
+
+    Its ``measure``/``report``/``Worker`` are used as they are; the whole SDK call through the mock
+    transport (its ``--end-to-end`` uninstrumented worker) is timed apart for the "x call" scale.
+    """
+    import openai
+
+    print(f"openai {openai.__version__}; mode: isolated (prebuilt SDK answers)", flush=True)
+    results = bench.measure(rounds, isolated=True)
+    bench.report(results)
+    chosen = [
+        (index, scenario)
+        for index, scenario in enumerate(bench.SCENARIOS)
+        if scenario.endpoint == "chat" and scenario is not bench.LONG
+    ]
+    whole_sdk = bench.Worker(bench.UNINSTRUMENTED, isolated=False)
+    samples: dict[int, list[float]] = {index: [] for index, _ in chosen}
+    try:
+        for _ in range(rounds):
+            for index, _ in chosen:
+                samples[index].append(whole_sdk.time(index, "sdk", OPENAI_SDK_CALLS))
+    finally:
+        whole_sdk.close()
+    rows = []
+    for index, scenario in chosen:
+        kind = "async" if scenario.is_async else "stream" if scenario.streams else "sync"
+        overhead = {label: results.overhead(index, label) for label in results.labels}
+        rows.append(
+            Row(
+                scenario.name,
+                kind,
+                min(samples[index]),
+                results.best(index, bench.FLOOR.label),
+                {label: value for label, value in overhead.items() if label in CONTENDERS},
+                {},
+            )
+        )
+    versions = {"openai": openai.__version__}
+    for distribution in OPENAI_DISTRIBUTIONS.values():
+        try:
+            versions[distribution] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    unavailable = {
+        label: f"not installable ({distribution})"
+        for label, distribution in OPENAI_DISTRIBUTIONS.items()
+        if label not in results.labels
+    }
+    return SuiteResult("openai", versions, rounds, True, list(CONTENDERS), unavailable, rows)
+
+
+def run(path: Path, rounds: int | None) -> SuiteResult | None:
+    """One benchmark: a harness suite, bench_openai.py, or any other script run as it is."""
+    module = load(path)
+    suite = getattr(module, "SUITE", None)
+    if suite is not None:
+        result = measure(suite, str(path), rounds or suite.default_rounds)
+        print_report(result)
+        return result
+    if path.stem == "bench_openai":
+        return openai_result(module, rounds or OPENAI_ROUNDS)
+    command = [sys.executable, str(path), *(["--rounds", str(rounds)] if rounds else [])]
+    subprocess.run(command, check=True)
+    return None
+
+
+def multiple(value: float) -> str:
+    return f"{value:.1f}" if abs(value) >= 1 else f"{value:.2g}"
+
+
+def ratio(numerator: float | None, denominator: float | None) -> str:
+    if numerator is None or denominator is None or denominator <= 0:
+        return "—"
+    return f"{numerator / denominator:.2f}"
+
+
+def combined_rows(results: list[SuiteResult]) -> list[list[str]]:
+    rows = []
+    for result in results:
+        for row in result.rows:
+            cells = [result.adapter, row.scenario, f"{row.call_us:,.0f}"]
+            for contender in CONTENDERS:
+                overhead = row.overhead_us.get(contender)
+                if overhead is None:
+                    cells += ["—", "—"]
+                else:
+                    cells += [multiple(overhead / row.floor_us), multiple(overhead / row.call_us)]
+            convotel = row.overhead_us.get("convotel")
+            cells += [
+                ratio(convotel, row.overhead_us.get(other))
+                for other in ("OpenInference", "OpenLLMetry")
+            ]
+            rows.append(cells)
+    return rows
+
+
+def combined_table(results: list[SuiteResult], markdown: bool) -> str:
+    headers = ["adapter", "call", "uninstrumented µs"]
+    for contender in CONTENDERS:
+        headers += [f"{contender} x floor", "x call"]
+    headers += ["convotel / OpenInference", "convotel / OpenLLMetry"]
+    notes = [
+        f"{label} ({result.adapter}): {why}"
+        for result in results
+        for label, why in result.unavailable.items()
+    ]
+    table = render(headers, combined_rows(results), markdown, left=2)
+    if markdown:
+        return table + "".join(
+            f"\n\n{note}" if i == 0 else f"; {note}" for i, note in enumerate(notes)
+        )
+    return "\n".join([table, *(f"  {note}" for note in notes)])
+
+
+def provenance(results: list[SuiteResult], date: str, machine: str) -> str:
+    versions = {name: v for result in results for name, v in result.versions.items()}
+    sdks = [
+        name for name in versions if not name.startswith(("convotel", "openinference", "opentel"))
+    ]
+    others = [name for name in versions if name.startswith(("openinference", "opentel"))]
+    rounds = ", ".join(f"{r.adapter} {r.rounds}" for r in results)
+    return (
+        f"{date}, {machine}, Python {results[0].python if results else '?'}; "
+        + ", ".join(f"{name} {versions[name]}" for name in sdks)
+        + "; "
+        + ", ".join(f"{name} {versions[name]}" for name in others)
+        + f"; rounds: {rounds}."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, help="rounds for every bench (default: its own)")
+    parser.add_argument("--only", help="comma-separated adapters, e.g. openai,dspy")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the combined table as Markdown"
+    )
+    parser.add_argument("--json", help="write every result to this file")
+    parser.add_argument("--from-json", help="render results written by --json instead of timing")
+    parser.add_argument("--date", default=datetime.date.today().isoformat())
+    parser.add_argument("--machine", default=f"{os.cpu_count()}-core {platform.machine()}")
+    arguments = parser.parse_args()
+    if arguments.from_json:
+        with open(arguments.from_json, encoding="utf-8") as file:
+            results = [SuiteResult.from_json(data) for data in json.load(file)]
+    else:
+        wanted = set(arguments.only.split(",")) if arguments.only else None
+        results = []
+        for path in sorted(HERE.glob("bench_*.py")):
+            name = path.stem.removeprefix("bench_")
+            if name == "harness" or (wanted is not None and name not in wanted):
+                continue
+            print(f"\n=== {path.name}", flush=True)
+            started = time.monotonic()
+            result = run(path, arguments.rounds)
+            print(f"({path.name}: {time.monotonic() - started:.0f} s)", flush=True)
+            if result is not None:
+                results.append(result)
+        if arguments.json:
+            with open(arguments.json, "w", encoding="utf-8") as file:
+                json.dump([result.to_json() for result in results], file, indent=2)
+    order = {adapter: i for i, adapter in enumerate(("openai", "mistralai", "llama_index", "dspy"))}
+    results.sort(key=lambda result: order.get(result.adapter, len(order)))
+    print("\n=== All adapters: overhead per call (CPU time, the least of the rounds)\n")
+    print(provenance(results, arguments.date, arguments.machine) + "\n")
+    print(combined_table(results, arguments.markdown))
+
+
+if __name__ == "__main__":
+    main()
