@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import importlib
 import importlib.metadata
@@ -18,6 +19,7 @@ import importlib.util
 import json
 import os
 import platform
+import pstats
 import random
 import subprocess
 import sys
@@ -40,6 +42,8 @@ Batch = Callable[[int], float]  # run n calls, return CPU microseconds per call
 UNINSTRUMENTED, SDK_CALL, FLOOR = "none", "sdk", "floor"
 #: Calls each batch makes once before any timing (imports, caches, lazy initialisation).
 WARM_UP_CALLS = 3
+#: ``--profile`` runs this many batches' worth of calls of each scenario under cProfile.
+PROFILE_BATCHES = 10
 
 
 class CountingExporter(SpanExporter):
@@ -95,7 +99,8 @@ class Scenario:
     name: str  # what the application calls, e.g. "chat.complete"
     kind: str  # "sync", "async" or "stream": the row of the combined table
     calls: int  # calls per timed batch
-    sdk_calls: int = 0  # calls per batch of the whole-SDK call (stubbed suites), 0: ``calls``
+    sdk_calls: int = 0  # calls per batch of whole SDK calls (stubbed suites), 0: ``calls``
+    combined: bool = True  # a row of run_all.py's combined table (False: the bench's own only)
 
 
 @dataclass(frozen=True)
@@ -126,12 +131,14 @@ class Suite(ABC):
     #: Contenders that do not exist for this framework, with the reason shown instead.
     absent: ClassVar[dict[str, str]] = {}
     #: Whether ``setup(stubbed=True)`` answers from stubs below every contender's hook; the
-    #: whole-SDK call is then timed apart (for the "x call" column).
+    #: whole SDK call is then timed apart (for the "x call" column), and ``--end-to-end`` times
+    #: whole calls instead of stubbed ones.
     stubbed: ClassVar[bool] = False
     default_rounds: ClassVar[int] = 20
-    #: Where a call can enter the SDK. A contender hooking deeper than the others is timed from
-    #: its own entry, against the uninstrumented call entering there too (bench_openai.py:
-    #: OpenInference hooks ``OpenAI.request()``). One entry for most suites.
+    #: Where a call can enter the SDK. On stubs, a contender hooking deeper than the others is
+    #: timed from its own entry, against the uninstrumented call entering there too
+    #: (bench_openai.py: OpenInference hooks ``OpenAI.request()``); whole calls all enter at the
+    #: first. One entry for most suites.
     entries: ClassVar[tuple[str, ...]] = ("call",)
 
     @abstractmethod
@@ -147,11 +154,15 @@ class Suite(ABC):
         return self.batch(scenario)
 
     def entry(self) -> str:
-        """The entry to time the active instrumentor from (called after ``instrument()``)."""
+        """The entry to time the active instrumentor from on stubs (after ``instrument()``)."""
         return self.entries[0]
 
     def before_instrument(self, contender: Contender) -> None:  # noqa: B027 - optional hook
         """Compatibility shims a contender needs before ``instrument()`` (none by default)."""
+
+    def report(self, result: SuiteResult) -> None:
+        """Print the results (suites with more to say extend it)."""
+        print_report(result)
 
     def contender(self, label: str) -> Contender:
         return next(c for c in self.contenders if c.label == label)
@@ -220,7 +231,7 @@ def floor_batch(provider: TracerProvider, spans: list[RecordedSpan], end_order: 
     return sync_batch(replay)
 
 
-def serve(suite: Suite, role: str) -> None:
+def serve(suite: Suite, role: str, stubbed: bool) -> None:
     """Serve timed batches for one role: read "scenario entry n", answer µs per call.
 
     The protocol runs on the process's original stdout; anything a library prints goes to stderr.
@@ -229,7 +240,7 @@ def serve(suite: Suite, role: str) -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     with using_session("bench-session"), using_user("bench-user"):
-        suite.setup(stubbed=suite.stubbed and role != SDK_CALL)
+        suite.setup(stubbed=stubbed and role != SDK_CALL)
         provider, exporter = counting_provider()
         entry = suite.entries[0]
         batches: dict[tuple[int, str], Batch] = {}
@@ -247,8 +258,8 @@ def serve(suite: Suite, role: str) -> None:
                     protocol.write(f"unavailable {type(exc).__name__}: {exc}".splitlines()[0])
                     protocol.write("\n")
                     return
-                entry = suite.entry()
-            entries = suite.entries if role == UNINSTRUMENTED else (entry,)
+                entry = suite.entry() if stubbed else entry
+            entries = suite.entries if role == UNINSTRUMENTED and stubbed else (entry,)
             for index, scenario in enumerate(suite.scenarios):
                 for name in entries:
                     batches[(index, name)] = suite.entry_batch(scenario, name)
@@ -275,10 +286,10 @@ def serve(suite: Suite, role: str) -> None:
 class Worker:
     """The parent's handle on one worker process (started by :func:`start_workers`)."""
 
-    def __init__(self, script: str, role: str) -> None:
+    def __init__(self, script: str, role: str, end_to_end: bool) -> None:
         self.role = role
         self.process = subprocess.Popen(
-            [sys.executable, script, "--worker", role],
+            [sys.executable, script, "--worker", role, *(["--end-to-end"] if end_to_end else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -310,9 +321,9 @@ class Worker:
         self.process.wait(timeout=60)
 
 
-def start_workers(script: str, roles: Sequence[str]) -> list[Worker]:
+def start_workers(script: str, roles: Sequence[str], end_to_end: bool) -> list[Worker]:
     """Start every worker at once (their imports overlap), then wait for each to be ready."""
-    workers = [Worker(script, role) for role in roles]
+    workers = [Worker(script, role, end_to_end) for role in roles]
     for worker in workers:
         worker.wait_ready()
     return workers
@@ -329,6 +340,7 @@ class Row:
     floor_us: float  # convotel's spans for this call on the bare SDK
     overhead_us: dict[str, float]  # contender -> instrumented minus uninstrumented
     spans: dict[str, float] = field(default_factory=dict)  # contender -> spans per call
+    combined: bool = True  # a row of run_all.py's combined table
 
 
 @dataclass
@@ -351,10 +363,17 @@ class SuiteResult:
         return cls(rows=rows, **data)
 
 
-def measure(suite: Suite, script: str, rounds: int, seed: int = 0) -> SuiteResult:
-    """Time every scenario under every role in interleaved rounds; keep the least per call."""
+def measure(
+    suite: Suite, script: str, rounds: int, seed: int = 0, end_to_end: bool = False
+) -> SuiteResult:
+    """Time every scenario under every role in interleaved rounds; keep the least per call.
+
+    A stubbed suite is timed on its stubs, unless ``end_to_end`` asks for whole calls.
+    """
+    stubbed = suite.stubbed and not end_to_end
+    entries = suite.entries if stubbed else suite.entries[:1]
     unavailable = dict(suite.absent)
-    roles = [UNINSTRUMENTED, *([SDK_CALL] if suite.stubbed else []), FLOOR]
+    roles = [UNINSTRUMENTED, *([SDK_CALL] if stubbed else []), FLOOR]
     for contender in suite.contenders:
         if contender.installed():
             roles.append(contender.label)
@@ -362,7 +381,7 @@ def measure(suite: Suite, script: str, rounds: int, seed: int = 0) -> SuiteResul
             unavailable[contender.label] = f"not installable ({contender.distribution})"
     print(f"{suite.adapter}: starting {', '.join(roles)}", flush=True)
     clock = time.monotonic()
-    started = start_workers(script, roles)
+    started = start_workers(script, roles, end_to_end=suite.stubbed and end_to_end)
     print(f"  workers ready in {time.monotonic() - clock:.0f} s", flush=True)
     for worker in started:
         if worker.failure is not None:
@@ -378,10 +397,10 @@ def measure(suite: Suite, script: str, rounds: int, seed: int = 0) -> SuiteResul
             for index, scenario in enumerate(suite.scenarios):
                 for worker in order.sample(workers, len(workers)):
                     n = scenario.calls
-                    if worker.role == SDK_CALL:
-                        n = scenario.sdk_calls or scenario.calls
+                    if worker.role == SDK_CALL or (not stubbed and worker.role != FLOOR):
+                        n = scenario.sdk_calls or scenario.calls  # whole calls: milliseconds
                     if worker.role == UNINSTRUMENTED:  # timed from every entry
-                        for entry in suite.entries:
+                        for entry in entries:
                             key = (f"{UNINSTRUMENTED}@{entry}", index)
                             samples.setdefault(key, []).append(worker.time(index, entry, n))
                     else:
@@ -406,10 +425,11 @@ def measure(suite: Suite, script: str, rounds: int, seed: int = 0) -> SuiteResul
             Row(
                 scenario.name,
                 scenario.kind,
-                best[SDK_CALL if suite.stubbed else f"{UNINSTRUMENTED}@{suite.entries[0]}"],
+                best[SDK_CALL if stubbed else f"{UNINSTRUMENTED}@{entries[0]}"],
                 best[FLOOR],
                 {w.role: best[w.role] - best[f"{UNINSTRUMENTED}@{w.entry}"] for w in tracing},
                 {w.role: w.spans[index] for w in measured},
+                scenario.combined,
             )
         )
     floor = next(w for w in workers if w.role == FLOOR)
@@ -419,7 +439,7 @@ def measure(suite: Suite, script: str, rounds: int, seed: int = 0) -> SuiteResul
         suite.adapter,
         suite.versions(),
         rounds,
-        suite.stubbed,
+        stubbed,
         [c.label for c in suite.contenders] + list(suite.absent),
         unavailable,
         rows,
@@ -488,18 +508,60 @@ def print_report(result: SuiteResult) -> None:
     )
 
 
+def profile(suite: Suite, stubbed: bool) -> None:
+    """cProfile convotel on every scenario: where its time goes, by own time."""
+    with using_session("bench-session"), using_user("bench-user"):
+        suite.setup(stubbed=stubbed)
+        convotel = suite.contenders[0]
+        suite.before_instrument(convotel)
+        instrumentor = convotel.instrumentor()
+        instrumentor.instrument(tracer_provider=counting_provider()[0])
+        try:
+            for scenario in suite.scenarios:
+                run = suite.batch(scenario)
+                run(WARM_UP_CALLS)
+                calls = scenario.calls if stubbed else scenario.sdk_calls or scenario.calls
+                n = calls * PROFILE_BATCHES
+                profiler = cProfile.Profile()
+                profiler.enable()
+                run(n)
+                profiler.disable()
+                print(f"\n=== {scenario.name} x {n}: convotel, OpenTelemetry and wrapt by own time")
+                stats = pstats.Stats(profiler).sort_stats("tottime")
+                stats.print_stats(r"convotel|opentelemetry|wrapt", 20)
+        finally:
+            instrumentor.uninstrument()
+
+
 def main(suite: Suite, script: str) -> None:
-    """Command line of a benchmark script: the table, or ``--worker ROLE`` (internal)."""
-    parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").strip())
+    """Command line of a benchmark script: the table, ``--profile``, or ``--worker ROLE``."""
+    parser = argparse.ArgumentParser(
+        description=(sys.modules["__main__"].__doc__ or "").strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rounds", type=int, default=suite.default_rounds)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--profile", action="store_true", help="where convotel's time goes (cProfile), no table"
+    )
+    if suite.stubbed:
+        parser.add_argument(
+            "--end-to-end",
+            action="store_true",
+            help="time whole SDK calls instead of calls on stubs (needs a quiet machine)",
+        )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    end_to_end = getattr(arguments, "end_to_end", False)
+    stubbed = suite.stubbed and not end_to_end
     if arguments.worker:
-        serve(suite, arguments.worker)
+        serve(suite, arguments.worker, stubbed)
         return
-    result = measure(suite, script, arguments.rounds)
-    print_report(result)
+    if arguments.profile:
+        profile(suite, stubbed)
+        return
+    result = measure(suite, script, arguments.rounds, end_to_end=end_to_end)
+    suite.report(result)
     if arguments.json:
         with open(arguments.json, "w", encoding="utf-8") as file:
             json.dump(result.to_json(), file, indent=2)

@@ -17,39 +17,22 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import importlib.util
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_harness import (  # noqa: E402 - after the path insert
-    Row,
-    SuiteResult,
-    measure,
-    print_report,
-    render,
-)
+from bench_harness import SuiteResult, measure, render  # noqa: E402 - after the path insert
 
 #: The columns of the combined table, convotel first.
 CONTENDERS = ("convotel", "OpenInference", "OpenLLMetry")
-#: bench_openai.py (not on the harness yet): its contenders' distributions, for the versions line.
-OPENAI_DISTRIBUTIONS = {
-    "convotel": "convotel-openai",
-    "OpenInference": "openinference-instrumentation-openai",
-    "OpenLLMetry": "opentelemetry-instrumentation-openai",
-}
-OPENAI_ROUNDS = 30  # bench_openai.py's default
-OPENAI_SDK_CALLS = 4  # whole-SDK calls per batch for the "x call" scale (milliseconds each)
 
 
 def load(path: Path) -> ModuleType:
@@ -62,71 +45,12 @@ def load(path: Path) -> ModuleType:
     return module
 
 
-def openai_result(bench: Any, rounds: int) -> SuiteResult:
-    """Run bench_openai.py's own measurement (isolated mode) and keep its chat rows.
-
-    Its ``measure``/``report``/``Worker`` are used as they are; the whole SDK call through the mock
-    transport (its ``--end-to-end`` uninstrumented worker) is timed apart for the "x call" scale.
-    """
-    import openai
-
-    print(f"openai {openai.__version__}; mode: isolated (prebuilt SDK answers)", flush=True)
-    results = bench.measure(rounds, isolated=True)
-    bench.report(results)
-    chosen = [
-        (index, scenario)
-        for index, scenario in enumerate(bench.SCENARIOS)
-        if scenario.endpoint == "chat" and scenario is not bench.LONG
-    ]
-    whole_sdk = bench.Worker(bench.UNINSTRUMENTED, isolated=False)
-    samples: dict[int, list[float]] = {index: [] for index, _ in chosen}
-    try:
-        for _ in range(rounds):
-            for index, _ in chosen:
-                samples[index].append(whole_sdk.time(index, "sdk", OPENAI_SDK_CALLS))
-    finally:
-        whole_sdk.close()
-    rows = []
-    for index, scenario in chosen:
-        kind = "async" if scenario.is_async else "stream" if scenario.streams else "sync"
-        overhead = {label: results.overhead(index, label) for label in results.labels}
-        rows.append(
-            Row(
-                scenario.name,
-                kind,
-                min(samples[index]),
-                results.best(index, bench.FLOOR.label),
-                {label: value for label, value in overhead.items() if label in CONTENDERS},
-                {},
-            )
-        )
-    versions = {"openai": openai.__version__}
-    for distribution in OPENAI_DISTRIBUTIONS.values():
-        try:
-            versions[distribution] = importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    unavailable = {
-        label: f"not installable ({distribution})"
-        for label, distribution in OPENAI_DISTRIBUTIONS.items()
-        if label not in results.labels
-    }
-    return SuiteResult("openai", versions, rounds, True, list(CONTENDERS), unavailable, rows)
-
-
-def run(path: Path, rounds: int | None) -> SuiteResult | None:
-    """One benchmark: a harness suite, bench_openai.py, or any other script run as it is."""
-    module = load(path)
-    suite = getattr(module, "SUITE", None)
-    if suite is not None:
-        result = measure(suite, str(path), rounds or suite.default_rounds)
-        print_report(result)
-        return result
-    if path.stem == "bench_openai":
-        return openai_result(module, rounds or OPENAI_ROUNDS)
-    command = [sys.executable, str(path), *(["--rounds", str(rounds)] if rounds else [])]
-    subprocess.run(command, check=True)
-    return None
+def run(path: Path, rounds: int | None) -> SuiteResult:
+    """One benchmark script's suite: its measurement and its own report."""
+    suite = load(path).SUITE
+    result = measure(suite, str(path), rounds or suite.default_rounds)
+    suite.report(result)
+    return result
 
 
 def multiple(value: float) -> str:
@@ -143,6 +67,8 @@ def combined_rows(results: list[SuiteResult]) -> list[list[str]]:
     rows = []
     for result in results:
         for row in result.rows:
+            if not row.combined:
+                continue
             cells = [result.adapter, row.scenario, f"{row.call_us:,.0f}"]
             for contender in CONTENDERS:
                 overhead = row.overhead_us.get(contender)
@@ -168,6 +94,7 @@ def combined_table(results: list[SuiteResult], markdown: bool) -> str:
         f"{label} ({result.adapter}): {why}"
         for result in results
         for label, why in result.unavailable.items()
+        if label in CONTENDERS
     ]
     table = render(headers, combined_rows(results), markdown, left=2)
     if markdown:
@@ -219,10 +146,8 @@ def main() -> None:
                 continue
             print(f"\n=== {path.name}", flush=True)
             started = time.monotonic()
-            result = run(path, arguments.rounds)
+            results.append(run(path, arguments.rounds))
             print(f"({path.name}: {time.monotonic() - started:.0f} s)", flush=True)
-            if result is not None:
-                results.append(result)
         if arguments.json:
             with open(arguments.json, "w", encoding="utf-8") as file:
                 json.dump([result.to_json() for result in results], file, indent=2)
