@@ -22,6 +22,7 @@ from openinference.semconv.trace import (
     ImageAttributes,
     MessageAttributes,
     MessageContentAttributes,
+    RerankerAttributes,
     SpanAttributes,
 )
 
@@ -38,6 +39,14 @@ _TEXT_SUFFIXES = (
     f".{MessageContentAttributes.MESSAGE_CONTENT_TEXT}",
 )
 _IMAGE_URL_SUFFIX = f".{ImageAttributes.IMAGE_URL}"
+#: Inputs ``hide_inputs`` redacts besides ``input.value`` (prompts, template variables, query).
+_INPUT_TEXTS = (
+    SpanAttributes.LLM_PROMPTS,
+    SpanAttributes.LLM_PROMPT_TEMPLATE_VARIABLES,
+    RerankerAttributes.RERANKER_QUERY,
+)
+_RERANKER_INPUT_DOCUMENTS = RerankerAttributes.RERANKER_INPUT_DOCUMENTS
+_RERANKER_OUTPUT_DOCUMENTS = RerankerAttributes.RERANKER_OUTPUT_DOCUMENTS
 _MAX_CACHED_KEYS = 4096
 
 
@@ -83,10 +92,12 @@ class TraceConfig:
 
     Options (environment variable in brackets):
 
-    * ``hide_inputs`` [OPENINFERENCE_HIDE_INPUTS]: redact ``input.value``; drop input messages,
-      tool definitions and embedding texts.
-    * ``hide_outputs`` [OPENINFERENCE_HIDE_OUTPUTS]: redact ``output.value``; drop output messages;
-      redact retrieved document contents.
+    * ``hide_inputs`` [OPENINFERENCE_HIDE_INPUTS]: redact ``input.value``, prompts
+      (``llm.prompts``), prompt-template variables, embedding texts and a reranker's query; drop
+      input messages, tool definitions and a reranker's input documents.
+    * ``hide_outputs`` [OPENINFERENCE_HIDE_OUTPUTS]: redact ``output.value``, completion choices
+      (``llm.choices``) and retrieved document contents; drop output messages and a reranker's
+      output documents.
     * ``hide_input_messages`` / ``hide_output_messages`` [OPENINFERENCE_HIDE_INPUT_MESSAGES /
       OPENINFERENCE_HIDE_OUTPUT_MESSAGES]: drop ``llm.input_messages.*`` /
       ``llm.output_messages.*``.
@@ -98,7 +109,8 @@ class TraceConfig:
     * ``base64_image_max_length`` [OPENINFERENCE_BASE64_IMAGE_MAX_LENGTH] (default 32,000): longer
       ``data:`` image URLs are redacted.
     * ``max_value_length`` [CONVOTEL_MAX_VALUE_LENGTH] (default: no limit): longer string
-      attribute values are truncated to this many characters.
+      attribute values (and strings in lists, image URLs, values recorded as JSON) are truncated
+      to this many characters.
     * ``request_stream_usage`` [CONVOTEL_REQUEST_STREAM_USAGE] (default false): providers that
       need it (OpenAI) are asked for token usage on streams the application did not ask it for;
       the extra usage-only chunk is hidden from the application.
@@ -146,7 +158,8 @@ class TraceConfig:
         )
 
     def mask(self, key: str, value: Any) -> Any:
-        """Return ``value`` as it may be recorded under ``key``: itself, redacted, or ``None``."""
+        """Return ``value`` as it may be recorded under ``key``: itself (truncated to
+        ``max_value_length``), redacted, or ``None``."""
         decision = self._decisions.get(key)
         if decision is None:
             decision = self._decide(key)
@@ -157,9 +170,7 @@ class TraceConfig:
             if decision is _Decision.KEEP and self.max_value_length is None:
                 self.unchanged_keys.add(key)
         if decision is _Decision.KEEP:
-            if self.max_value_length is not None and isinstance(value, str):
-                return value[: self.max_value_length]
-            return value
+            return value if self.max_value_length is None else self._truncated(value)
         if decision is _Decision.DROP:
             return None
         if decision is _Decision.REDACT:
@@ -170,6 +181,14 @@ class TraceConfig:
             and len(value) > self.base64_image_max_length
         ):
             return REDACTED_VALUE
+        return value if self.max_value_length is None else self._truncated(value)
+
+    def _truncated(self, value: Any) -> Any:
+        limit = self.max_value_length
+        if isinstance(value, str):
+            return value[:limit]
+        if isinstance(value, (list, tuple)) and any(isinstance(item, str) for item in value):
+            return [item[:limit] if isinstance(item, str) else item for item in value]
         return value
 
     def _decide(self, key: str) -> _Decision:
@@ -185,8 +204,16 @@ class TraceConfig:
             if self.hide_outputs:
                 return _Decision.REDACT if key == SpanAttributes.OUTPUT_VALUE else _Decision.DROP
             return _Decision.KEEP
-        if key.startswith(SpanAttributes.LLM_TOOLS) and self.hide_inputs:
-            return _Decision.DROP
+        if self.hide_inputs:
+            if key.startswith((SpanAttributes.LLM_TOOLS, _RERANKER_INPUT_DOCUMENTS)):
+                return _Decision.DROP
+            if key.startswith(_INPUT_TEXTS):
+                return _Decision.REDACT
+        if self.hide_outputs:
+            if key.startswith(_RERANKER_OUTPUT_DOCUMENTS):
+                return _Decision.DROP
+            if key.startswith(SpanAttributes.LLM_CHOICES):
+                return _Decision.REDACT
         if in_inputs and (self.hide_inputs or self.hide_input_messages):
             return _Decision.DROP
         if in_outputs and (self.hide_outputs or self.hide_output_messages):

@@ -114,7 +114,12 @@ def _valid_id(what: str, value: object, strict: bool | None) -> str | None:
         _complain(f"convotel: {what} must be a non-empty string, got a bool; not set", strict)
         return None
     if isinstance(value, (int, uuid.UUID)):
-        value = str(value)
+        try:
+            value = str(value)
+        except Exception:  # noqa: BLE001 - e.g. an int too long for str() (4,300 digits)
+            kind = type(value).__name__
+            _complain(f"convotel: {what} {kind} cannot be converted to a string; not set", strict)
+            return None
     if not isinstance(value, str):
         kind = "None" if value is None else type(value).__name__
         _complain(f"convotel: {what} must be a non-empty string, got {kind}; not set", strict)
@@ -141,9 +146,16 @@ def _valid_text(what: str, value: object, strict: bool | None) -> str | None:
 
 
 def _valid_mapping(what: str, value: object, strict: bool | None) -> dict[str, Any] | None:
-    if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
-        return dict(value)
-    kind = type(value).__name__ if not isinstance(value, Mapping) else "a mapping with non-str keys"
+    kind = type(value).__name__
+    if isinstance(value, Mapping):
+        try:
+            copied = dict(value)
+        except Exception:  # noqa: BLE001 - e.g. a lazy mapping whose values fail to load
+            _complain(f"convotel: {what} ({kind}) could not be read; not set", strict)
+            return None
+        if all(isinstance(key, str) for key in copied):
+            return copied
+        kind = "a mapping with non-str keys"
     _complain(f"convotel: {what} must be a mapping with string keys, got {kind}; not set", strict)
     return None
 

@@ -47,4 +47,8 @@ def safe_json_dumps(value: Any) -> str:
     try:
         return _ENCODER.encode(value)
     except Exception:  # noqa: BLE001 - e.g. circular references or keys that are not strings
-        return json.dumps(str(value), ensure_ascii=False)
+        try:
+            text = str(value)
+        except Exception:  # noqa: BLE001 - e.g. an unprintable object or an int too long to print
+            text = f"<{type(value).__name__}>"
+        return json.dumps(text, ensure_ascii=False)

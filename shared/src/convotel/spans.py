@@ -80,6 +80,8 @@ _ACTIVE_CALL_KEY = context_api.create_key("convotel-active-call")
 _PLAIN_TYPES = (str, bool, int, float)
 _PLAIN_TYPE_SET = frozenset(_PLAIN_TYPES)
 _NUMBER_TYPE_SET = frozenset((int, float))
+#: OTLP carries integers as int64; larger ones are recorded as their JSON text.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _logged: set[str] = set()
 
@@ -109,6 +111,8 @@ class StreamOutcome(str, Enum):
 def _attribute_value(value: Any) -> AttributeValue | None:
     """Coerce ``value`` to something OpenTelemetry accepts; dicts and objects become JSON."""
     if isinstance(value, _PLAIN_TYPES):
+        if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+            return safe_json_dumps(value)
         return value
     if value is None:
         return None
@@ -116,6 +120,10 @@ def _attribute_value(value: Any) -> AttributeValue | None:
         return _attribute_value(value.value)
     if isinstance(value, (list, tuple)):
         item_types = set(map(type, value))  # one pass in C: vectors are thousands of floats
+        if int in item_types and any(
+            type(item) is int and not _INT64_MIN <= item <= _INT64_MAX for item in value
+        ):
+            return safe_json_dumps(value)
         if len(item_types) == 1 and item_types <= _PLAIN_TYPE_SET:
             return value if type(value) is list else list(value)
         if item_types <= _NUMBER_TYPE_SET:
@@ -164,22 +172,30 @@ class CallSpan:
         """Record one attribute (applied when the span ends); ``None`` is ignored."""
         if value is None:
             return
-        if type(value) in _PLAIN_TYPE_SET and key in self._config.unchanged_keys:
+        if (
+            type(value) in _PLAIN_TYPE_SET
+            and key in self._config.unchanged_keys
+            and (type(value) is not int or _INT64_MIN <= value <= _INT64_MAX)
+        ):
             self._pending[key] = value
             return
-        masked = self._config.mask(key, value)
-        if masked is None:
+        coerced = _attribute_value(value)  # before masking: JSON text is truncated too
+        if coerced is None:
             return
-        coerced = _attribute_value(masked)
-        if coerced is not None:
-            self._pending[key] = coerced
+        masked = self._config.mask(key, coerced)
+        if masked is not None:
+            self._pending[key] = masked
 
     def set_attributes(self, pairs: Iterable[Pair], where: str = "attribute extraction") -> None:
         """Record the pairs an extractor yields; an extractor that raises is logged once."""
         pending, unchanged = self._pending, self._config.unchanged_keys
         try:
             for key, value in pairs:
-                if type(value) in _PLAIN_TYPE_SET and key in unchanged:
+                if (
+                    type(value) in _PLAIN_TYPE_SET
+                    and key in unchanged
+                    and (type(value) is not int or _INT64_MIN <= value <= _INT64_MAX)
+                ):
                     pending[key] = value  # the hot path: a plain value recorded as it is
                 else:
                     self.set(key, value)
@@ -193,14 +209,15 @@ class CallSpan:
 
     def record_exception(self, exc: BaseException) -> None:
         """Mark the span as failed by ``exc`` (status ERROR, exception event, HTTP status)."""
-        try:
-            self.span.record_exception(exc)
+        try:  # the status first: the exception event below needs str(exc), which may fail
             self._pending[ERROR_TYPE] = type(exc).__qualname__
+            self.span.set_status(
+                Status(StatusCode.ERROR, f"{type(exc).__name__}: {_describe(exc)}")
+            )
             status_code = _http_status(exc)
             if status_code is not None:
                 self._pending[HTTP_RESPONSE_STATUS_CODE] = status_code
-            description = "cancelled" if isinstance(exc, asyncio.CancelledError) else str(exc)
-            self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {description}"))
+            self.span.record_exception(exc)
         except Exception as inner:  # noqa: BLE001
             log_once("recording an exception", inner)
 
@@ -253,12 +270,22 @@ def _span_kind(span: Span) -> object:
     return attributes.get(_KIND) if isinstance(attributes, Mapping) else None
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose message cannot be printed
+        return "<unprintable message>"
+
+
 def _http_status(exc: BaseException) -> int | None:
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         response = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
-    return status if isinstance(status, int) and not isinstance(status, bool) else None
+    valid = isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599
+    return status if valid else None
 
 
 class Tracing:

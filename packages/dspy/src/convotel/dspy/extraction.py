@@ -43,6 +43,7 @@ _NOT_INVOCATION_PARAMETERS = frozenset(
     {
         "messages",
         "prompt",
+        "tools",  # recorded as llm.tools (hidden with the inputs)
         "num_retries",
         "cache",
         "callbacks",
