@@ -106,6 +106,11 @@ def stream_events(content: str) -> Iterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
+class _ThreadingServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # many clients connecting at once (the reliability load test)
+
+
 @dataclass
 class LoopbackServer:
     """A threaded HTTP server on 127.0.0.1 speaking the chat-completions wire format."""
@@ -193,8 +198,7 @@ class LoopbackServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _ThreadingServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
