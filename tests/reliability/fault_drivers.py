@@ -35,11 +35,8 @@ import openai
 import wrapt
 from llama_index.core.base.llms.types import (
     ChatMessage,
-    ChatResponse,
-    ChatResponseAsyncGen,
     MessageRole,
 )
-from llama_index.core.llms.callbacks import llm_chat_callback
 from mistralai.client import Mistral
 from mistralai.client.utils import BackoffStrategy, RetryConfig
 from opentelemetry.context import Context
@@ -47,10 +44,9 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from pydantic import PrivateAttr
 
 from convotel.demo.fake_server import FAULT_HEADER, FakeLLMServer
-from convotel.demo.llama_index_llm import OpenAIClientLLM, _as_openai_message
+from convotel.demo.llama_index_llm import OpenAIClientLLM
 from convotel.dspy import DSPyInstrumentor
 from convotel.llama_index import LlamaIndexInstrumentor
 from convotel.mistralai import MistralAIInstrumentor
@@ -393,67 +389,6 @@ class MistralDriver(Driver):
         await self.async_http.aclose()
 
 
-class AsyncOpenAIClientLLM(OpenAIClientLLM):
-    """The demo's LlamaIndex model with truly asynchronous ``achat``/``astream_chat``.
-
-    The demo's async methods run its sync client on the event loop, where a call cannot be
-    cancelled halfway; these await an ``openai.AsyncOpenAI`` client instead.
-    """
-
-    _async_client: openai.AsyncOpenAI = PrivateAttr()
-
-    def __init__(
-        self, client: openai.OpenAI, async_client: openai.AsyncOpenAI, **data: Any
-    ) -> None:
-        super().__init__(client, **data)
-        self._async_client = async_client
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "AsyncOpenAIClientLLM"
-
-    @llm_chat_callback()
-    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        response = await self._async_client.chat.completions.create(
-            model=self.model,
-            messages=[_as_openai_message(message) for message in messages],
-            max_tokens=self.max_tokens,
-        )
-        text = response.choices[0].message.content or ""
-        return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-            raw=response.model_dump(),
-            additional_kwargs=self._count(response.usage),
-        )
-
-    @llm_chat_callback()
-    async def astream_chat(
-        self, messages: Sequence[ChatMessage], **kwargs: Any
-    ) -> ChatResponseAsyncGen:
-        stream = await self._async_client.chat.completions.create(
-            model=self.model,
-            messages=[_as_openai_message(message) for message in messages],
-            max_tokens=self.max_tokens,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-
-        async def generate() -> ChatResponseAsyncGen:
-            text = ""
-            async with stream:
-                async for chunk in stream:
-                    delta = (chunk.choices[0].delta.content or "") if chunk.choices else ""
-                    text += delta
-                    yield ChatResponse(
-                        message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                        delta=delta,
-                        raw=chunk.model_dump(),
-                        additional_kwargs=self._count(chunk.usage),
-                    )
-
-        return generate()
-
-
 class LlamaIndexDriver(OpenAIDriver):
     """A LlamaIndex chat model calling over HTTP through the (uninstrumented) OpenAI SDK."""
 
@@ -464,11 +399,11 @@ class LlamaIndexDriver(OpenAIDriver):
     def instrumentor(self) -> BaseInstrumentor:
         return LlamaIndexInstrumentor()
 
-    def _llm(self, fault: str | None) -> AsyncOpenAIClientLLM:
+    def _llm(self, fault: str | None) -> OpenAIClientLLM:
         headers = _headers(fault)
-        return AsyncOpenAIClientLLM(
+        return OpenAIClientLLM(
             self.client.with_options(default_headers=headers),
-            self.async_client.with_options(default_headers=headers),
+            async_client=self.async_client.with_options(default_headers=headers),
             model=self.model,
         )
 

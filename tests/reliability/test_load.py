@@ -1,7 +1,7 @@
 """Load: 1,000 concurrent asyncio sessions and 32 threads through all four instrumented SDKs.
 
 Setup: the OpenAI, Mistral, LlamaIndex and DSPy instrumentors on one tracer provider. OpenAI,
-Mistral and LlamaIndex (whose model, ``fault_drivers.AsyncOpenAIClientLLM``, calls the OpenAI
+Mistral and LlamaIndex (whose model, the demo's ``OpenAIClientLLM``, calls the OpenAI
 clients) talk to :class:`~convotel.demo.fake_server.FakeLLMServer`; DSPy's default engine talks to
 the DSPy tests' loopback server. Listen backlogs and the OpenAI/Mistral client pools admit 1,000
 connections (DSPy's engine keeps its own pool of 100, which ``dspy.LM`` does not expose).
@@ -40,7 +40,7 @@ import dspy
 import httpx2
 import openai
 import pytest
-from fault_drivers import AsyncOpenAIClientLLM, SpanLifecycle
+from fault_drivers import SpanLifecycle
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from mistralai.client import Mistral
 from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
@@ -49,6 +49,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from convotel import using_session, using_user
 from convotel.demo.fake_server import FakeLLMServer
+from convotel.demo.llama_index_llm import OpenAIClientLLM
 from convotel.dspy import DSPyInstrumentor
 from convotel.llama_index import LlamaIndexInstrumentor
 from convotel.mistralai import MistralAIInstrumentor
@@ -124,7 +125,7 @@ class Sdks:
     sync_openai: openai.OpenAI
     async_openai: openai.AsyncOpenAI
     mistral: Mistral
-    llama_index: AsyncOpenAIClientLLM
+    llama_index: OpenAIClientLLM
     lm: dspy.LM
     predict: dspy.Predict
 
@@ -194,7 +195,9 @@ async def sdks(
         num_retries=0,
         max_tokens=MAX_TOKENS,
     )
-    llm = AsyncOpenAIClientLLM(sync_openai, async_openai, model=OPENAI_MODEL, max_tokens=MAX_TOKENS)
+    llm = OpenAIClientLLM(
+        sync_openai, async_client=async_openai, model=OPENAI_MODEL, max_tokens=MAX_TOKENS
+    )
     yield Sdks(sync_openai, async_openai, mistral, llm, lm, dspy.Predict("question -> answer"))
     http.close()
     await async_http.aclose()

@@ -10,7 +10,7 @@ fresh response objects built from the recorded cassettes:
   recorded completion, a real ``Stream``/``AsyncStream`` over copies of the recorded chunks, or
   raises a fresh ``InternalServerError`` (the SDK's HTTP send and parsing cost ~2 ms a call).
 * LlamaIndex, 2,928 (2,880 + 48), the plain and streamed shapes (``chat``, ``stream_chat``,
-  ``achat``, ``astream_chat``) of the fault suite's ``AsyncOpenAIClientLLM`` over those clients.
+  ``achat``, ``astream_chat``) of the demo's ``OpenAIClientLLM`` over those clients.
 * DSPy, 3,030 (3,000 + 30): ``Predict`` called and ``acall``-ed on DSPy's ``DummyLM``, with
   DSPy's own history and trace off (DSPy keeps the last 10,000 of each by design).
 * Mistral, 172 (160 + 12): plain, closed early, streamed and abandoned, over an httpx2
@@ -44,7 +44,7 @@ import mistralai.client.models as mistral_models
 import openai
 import pytest
 from dspy.utils.dummies import DummyLM
-from fault_drivers import AsyncOpenAIClientLLM, SpanLifecycle
+from fault_drivers import SpanLifecycle
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
 from mistralai.client import Mistral
 from mistralai.client.utils.eventstreaming import EventStream, EventStreamAsync
@@ -55,6 +55,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from reliability_adapters import cassette_answers
 
 from convotel import using_session, using_user
+from convotel.demo.llama_index_llm import OpenAIClientLLM
 from convotel.dspy import DSPyInstrumentor
 from convotel.llama_index import LlamaIndexInstrumentor
 from convotel.llama_index.handlers import OpenCall
@@ -198,7 +199,7 @@ class Clients:
     openai: AnsweredOpenAI
     async_openai: AnsweredAsyncOpenAI
     mistral: Mistral
-    llama_index: AsyncOpenAIClientLLM
+    llama_index: OpenAIClientLLM
     lm: DummyLM
     predict: dspy.Predict
 
@@ -421,7 +422,7 @@ def clients(provider: TracerProvider) -> Iterator[Clients]:
         sync_openai,
         async_openai,
         mistral,
-        AsyncOpenAIClientLLM(sync_openai, async_openai, model=OPENAI_MODEL, max_tokens=32),
+        OpenAIClientLLM(sync_openai, async_client=async_openai, model=OPENAI_MODEL, max_tokens=32),
         DummyLM({QUESTION: {"answer": "Paris"}}),
         dspy.Predict("question -> answer"),
     )

@@ -56,11 +56,16 @@ class OpenAIClientLLM(LLM):
     max_tokens: int = 256
     context_window: int = 128_000
     _client: openai.OpenAI = PrivateAttr()
+    _async_client: openai.AsyncOpenAI | None = PrivateAttr(default=None)
     _tokens: list[int] = PrivateAttr(default_factory=lambda: [0, 0])
 
-    def __init__(self, client: openai.OpenAI, **data: Any) -> None:
+    def __init__(
+        self, client: openai.OpenAI, async_client: openai.AsyncOpenAI | None = None, **data: Any
+    ) -> None:
+        """``async_client`` serves ``achat``/``astream_chat``; without it they run ``client``."""
         super().__init__(**data)
         self._client = client
+        self._async_client = async_client
 
     def take_usage(self) -> tuple[int, int]:
         """Prompt and completion tokens reported since the last call (then reset)."""
@@ -87,42 +92,52 @@ class OpenAIClientLLM(LLM):
             model_name=self.model,
         )
 
-    @llm_chat_callback()
-    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        response = self._client.chat.completions.create(
-            model=self.model,
-            messages=[_as_openai_message(message) for message in messages],
-            max_tokens=self.max_tokens,
-        )
-        text = response.choices[0].message.content or ""
+    def _request(self, messages: Sequence[ChatMessage], stream: bool) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_as_openai_message(message) for message in messages],
+            "max_tokens": self.max_tokens,
+        }
+        if stream:
+            request.update(stream=True, stream_options={"include_usage": True})
+        return request
+
+    def _response(self, completion: Any) -> ChatResponse:
+        text = completion.choices[0].message.content or ""
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-            raw=response.model_dump(),
-            additional_kwargs=self._count(response.usage),
+            raw=completion.model_dump(),
+            additional_kwargs=self._count(completion.usage),
+        )
+
+    def _chunk_response(self, text: str, chunk: Any) -> tuple[str, ChatResponse]:
+        delta = (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        text += delta
+        message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+        response = ChatResponse(
+            message=message,
+            delta=delta,
+            raw=chunk.model_dump(),
+            additional_kwargs=self._count(chunk.usage),
+        )
+        return text, response
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._response(
+            self._client.chat.completions.create(**self._request(messages, stream=False))
         )
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        stream = self._client.chat.completions.create(
-            model=self.model,
-            messages=[_as_openai_message(message) for message in messages],
-            max_tokens=self.max_tokens,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+        stream = self._client.chat.completions.create(**self._request(messages, stream=True))
 
         def generate() -> ChatResponseGen:
             text = ""
             with stream:
                 for chunk in stream:
-                    delta = (chunk.choices[0].delta.content or "") if chunk.choices else ""
-                    text += delta
-                    yield ChatResponse(
-                        message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                        delta=delta,
-                        raw=chunk.model_dump(),
-                        additional_kwargs=self._count(chunk.usage),
-                    )
+                    text, response = self._chunk_response(text, chunk)
+                    yield response
 
         return generate()
 
@@ -145,22 +160,38 @@ class OpenAIClientLLM(LLM):
 
         return generate()
 
-    # Async variants run the sync client, as LlamaIndex's own CustomLLM does.
+    # Async variants await the async client; without one they run the sync client, as
+    # LlamaIndex's own CustomLLM does (blocking the event loop for the call).
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        response: ChatResponse = self.chat(messages, **kwargs)
-        return response
+        if self._async_client is None:
+            response: ChatResponse = self.chat(messages, **kwargs)
+            return response
+        request = self._request(messages, stream=False)
+        return self._response(await self._async_client.chat.completions.create(**request))
 
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        responses = self.stream_chat(messages, **kwargs)
+        if self._async_client is None:
+            responses = self.stream_chat(messages, **kwargs)
+
+            async def replay() -> ChatResponseAsyncGen:
+                for response in responses:
+                    yield response
+
+            return replay()
+        request = self._request(messages, stream=True)
+        stream = await self._async_client.chat.completions.create(**request)
 
         async def generate() -> ChatResponseAsyncGen:
-            for response in responses:
-                yield response
+            text = ""
+            async with stream:
+                async for chunk in stream:
+                    text, response = self._chunk_response(text, chunk)
+                    yield response
 
         return generate()
 
