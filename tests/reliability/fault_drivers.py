@@ -20,6 +20,7 @@ import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,7 +44,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
 from convotel.demo.fake_server import FAULT_HEADER, FakeLLMServer
 from convotel.demo.llama_index_llm import OpenAIClientLLM
@@ -212,6 +213,24 @@ class SpanLifecycle(SpanProcessor):
 
 
 # --- drivers --------------------------------------------------------------------------------
+
+
+@contextmanager
+def all_instrumented(provider: TracerProvider) -> Iterator[None]:
+    """The four convotel instrumentors on ``provider``; undone in reverse order afterwards."""
+    instrumentors = [
+        OpenAIInstrumentor(),
+        MistralAIInstrumentor(),
+        LlamaIndexInstrumentor(),
+        DSPyInstrumentor(),
+    ]
+    for instrumentor in instrumentors:
+        instrumentor.instrument(tracer_provider=provider)
+    try:
+        yield
+    finally:
+        for instrumentor in reversed(instrumentors):
+            instrumentor.uninstrument()
 
 
 class Driver(ABC):

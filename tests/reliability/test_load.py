@@ -40,7 +40,7 @@ import dspy
 import httpx2
 import openai
 import pytest
-from fault_drivers import SpanLifecycle
+from fault_drivers import SpanLifecycle, all_instrumented
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from mistralai.client import Mistral
 from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
@@ -50,10 +50,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from convotel import using_session, using_user
 from convotel.demo.fake_server import FakeLLMServer
 from convotel.demo.llama_index_llm import OpenAIClientLLM
-from convotel.dspy import DSPyInstrumentor
-from convotel.llama_index import LlamaIndexInstrumentor
-from convotel.mistralai import MistralAIInstrumentor
-from convotel.openai import OpenAIInstrumentor
 from convotel.spans import STREAM_OUTCOME
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "dspy"))  # the DSPy tests' loopback server
@@ -145,17 +141,8 @@ def dspy_server() -> Iterator[LoopbackServer]:
 
 @pytest.fixture
 def instrumented(tracer_provider: TracerProvider) -> Iterator[None]:
-    instrumentors = [
-        OpenAIInstrumentor(),
-        MistralAIInstrumentor(),
-        LlamaIndexInstrumentor(),
-        DSPyInstrumentor(),
-    ]
-    for instrumentor in instrumentors:
-        instrumentor.instrument(tracer_provider=tracer_provider)
-    yield
-    for instrumentor in reversed(instrumentors):
-        instrumentor.uninstrument()
+    with all_instrumented(tracer_provider):
+        yield
 
 
 @pytest.fixture

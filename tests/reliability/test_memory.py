@@ -44,7 +44,7 @@ import mistralai.client.models as mistral_models
 import openai
 import pytest
 from dspy.utils.dummies import DummyLM
-from fault_drivers import SpanLifecycle
+from fault_drivers import SpanLifecycle, all_instrumented
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
 from mistralai.client import Mistral
 from mistralai.client.utils.eventstreaming import EventStream, EventStreamAsync
@@ -56,12 +56,8 @@ from reliability_adapters import cassette_answers
 
 from convotel import using_session, using_user
 from convotel.demo.llama_index_llm import OpenAIClientLLM
-from convotel.dspy import DSPyInstrumentor
-from convotel.llama_index import LlamaIndexInstrumentor
 from convotel.llama_index.handlers import OpenCall
 from convotel.llama_index.streaming import AsyncContextStepGenerator, ContextStepGenerator
-from convotel.mistralai import MistralAIInstrumentor
-from convotel.openai import OpenAIInstrumentor
 from convotel.spans import STREAM_OUTCOME, AsyncStreamProxy, CallSpan, StreamProxy
 
 OPENAI_MODEL = "gpt-4o-mini"
@@ -403,14 +399,11 @@ def provider(exporter: TallyExporter) -> Iterator[TracerProvider]:
 
 @pytest.fixture
 def clients(provider: TracerProvider) -> Iterator[Clients]:
-    instrumentors = [
-        OpenAIInstrumentor(),
-        MistralAIInstrumentor(),
-        LlamaIndexInstrumentor(),
-        DSPyInstrumentor(),
-    ]
-    for instrumentor in instrumentors:
-        instrumentor.instrument(tracer_provider=provider)
+    with all_instrumented(provider):
+        yield _clients()
+
+
+def _clients() -> Clients:
     sync_openai = AnsweredOpenAI(api_key="sk-memory", max_retries=0)
     async_openai = AnsweredAsyncOpenAI(api_key="sk-memory", max_retries=0)
     mistral = Mistral(
@@ -418,7 +411,7 @@ def clients(provider: TracerProvider) -> Iterator[Clients]:
         client=httpx2.Client(transport=httpx2.MockTransport(mistral_answer)),
         async_client=httpx2.AsyncClient(transport=httpx2.MockTransport(mistral_answer)),
     )
-    yield Clients(
+    return Clients(
         sync_openai,
         async_openai,
         mistral,
@@ -426,8 +419,6 @@ def clients(provider: TracerProvider) -> Iterator[Clients]:
         DummyLM({QUESTION: {"answer": "Paris"}}),
         dspy.Predict("question -> answer"),
     )
-    for instrumentor in reversed(instrumentors):
-        instrumentor.uninstrument()
 
 
 @pytest.fixture
