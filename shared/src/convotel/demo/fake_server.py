@@ -60,6 +60,8 @@ from convotel.demo.fake_replies import (
 
 Flavour = Literal["openai", "mistral"]
 FAULT_HEADER = "x-convotel-fault"
+#: How long a ``reset-after`` fault waits after its last write before resetting the connection.
+_RESET_GRACE_SECONDS = 0.2
 MISTRAL_PREFIX = "/mistral"
 _DEFAULT_DIMENSIONS = {"text-embedding-3-large": 3072, "mistral-embed": 1024}
 _FALLBACK_DIMENSIONS = 1536
@@ -407,8 +409,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _reset_connection(self) -> NoReturn:
         """Abort the connection with a TCP RST (what a crashed server or proxy sends).
 
-        Raises ConnectionAbortedError, which ends this handler quietly (see handle_error).
+        Raises ConnectionAbortedError, which ends this handler quietly (see handle_error). The
+        client's kernel drops received data its reader has not taken yet when the reset arrives,
+        so the reset waits a moment after the last write: what was sent is then what was read.
         """
+        self.wfile.flush()
+        time.sleep(_RESET_GRACE_SECONDS)
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.wfile.close()
         self.rfile.close()
