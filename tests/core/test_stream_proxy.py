@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import StatusCode
 
 from convotel import using_session
@@ -18,6 +19,7 @@ from convotel.spans import (
     AsyncStreamProxy,
     CallSpan,
     Pair,
+    StreamError,
     StreamProxy,
     Tracing,
 )
@@ -88,6 +90,16 @@ class CountingAccumulator:
 
     def attributes(self) -> Iterable[Pair]:
         yield "output.value", "".join(c for c in self.chunks if c != self.hide)
+
+
+QUOTA_ERROR = StreamError(description="You exceeded your quota.", type="insufficient_quota")
+
+
+class ErrorReportingAccumulator(CountingAccumulator):
+    """Reports the provider error an ``"ERR"`` chunk stands for, once that chunk was seen."""
+
+    def error(self) -> StreamError | None:
+        return QUOTA_ERROR if "ERR" in self.chunks else None
 
 
 @pytest.fixture
@@ -277,3 +289,77 @@ def test_proxy_does_not_invent_missing_methods(tracing: Tracing) -> None:
     assert hasattr(proxy, "close")
     proxy.close  # noqa: B018 - attribute access alone must not end the span
     assert not proxy._self_state.call.ended
+
+
+# --- errors the provider reports inside a stream (the HTTP status was a success) ---------------
+
+REPORTED = ["Hel", "lo", "ERR", "!"]
+
+
+def assert_failed_by_quota_error(span: ReadableSpan) -> None:
+    attributes = span.attributes or {}
+    assert outcome(span) == "error"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "You exceeded your quota."
+    assert attributes[ERROR_TYPE] == "insufficient_quota"
+    assert attributes["output.value"] == "".join(REPORTED)
+    assert span.events == ()  # no exception was raised, so none is recorded
+
+
+def test_error_reported_in_a_stream_fails_the_span_and_every_chunk_is_delivered(
+    tracing: Tracing, span_exporter: InMemorySpanExporter
+) -> None:
+    proxy = StreamProxy(FakeStream(REPORTED), start(tracing), ErrorReportingAccumulator())
+    assert list(proxy) == REPORTED
+    assert_failed_by_quota_error(finished(span_exporter))
+
+
+async def test_async_error_reported_in_a_stream_fails_the_span(
+    tracing: Tracing, span_exporter: InMemorySpanExporter
+) -> None:
+    stream = AsyncFakeStream(REPORTED)
+    async with AsyncStreamProxy(stream, start(tracing), ErrorReportingAccumulator()) as proxy:
+        assert [chunk async for chunk in proxy] == REPORTED
+    assert_failed_by_quota_error(finished(span_exporter))
+
+
+def test_error_reported_before_an_early_close_still_fails_the_span(
+    tracing: Tracing, span_exporter: InMemorySpanExporter
+) -> None:
+    proxy = StreamProxy(FakeStream(REPORTED), start(tracing), ErrorReportingAccumulator())
+    assert [next(proxy) for _ in range(3)] == REPORTED[:3]
+    proxy.close()
+    span = finished(span_exporter)
+    assert outcome(span) == "error"
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})[ERROR_TYPE] == "insufficient_quota"
+
+
+def test_stream_exception_after_a_reported_error_is_recorded_as_the_failure(
+    tracing: Tracing, span_exporter: InMemorySpanExporter
+) -> None:
+    stream = FakeStream(REPORTED, fail_after=3)
+    proxy = StreamProxy(stream, start(tracing), ErrorReportingAccumulator())
+    with pytest.raises(StreamBroke):
+        list(proxy)
+    span = finished(span_exporter)
+    assert outcome(span) == "error"
+    assert (span.attributes or {})[ERROR_TYPE] == "StreamBroke"
+    assert span.status.description == "StreamBroke: connection reset"
+
+
+def test_no_error_reported_or_a_broken_error_report_leaves_the_span_ok(
+    tracing: Tracing, span_exporter: InMemorySpanExporter
+) -> None:
+    class BrokenReport(CountingAccumulator):
+        def error(self) -> StreamError | None:
+            raise ValueError("bad report")
+
+    assert list(StreamProxy(FakeStream(CHUNKS), start(tracing), BrokenReport())) == CHUNKS
+    assert list(StreamProxy(FakeStream(CHUNKS), start(tracing), ErrorReportingAccumulator())) == (
+        CHUNKS
+    )
+    spans = span_exporter.get_finished_spans()
+    assert [outcome(span) for span in spans] == ["completed", "completed"]
+    assert [span.status.status_code for span in spans] == [StatusCode.OK, StatusCode.OK]
+    assert [ERROR_TYPE in (span.attributes or {}) for span in spans] == [False, False]

@@ -19,7 +19,13 @@ from typing import Any
 
 import httpx2
 import vcr  # type: ignore[import-untyped]
-from mistral_spans import HELLO, JSON_MODE_MESSAGES, WEATHER_QUESTION, WEATHER_TOOL
+from mistral_spans import (
+    CONVERSATION_ERROR_INPUT,
+    HELLO,
+    JSON_MODE_MESSAGES,
+    WEATHER_QUESTION,
+    WEATHER_TOOL,
+)
 from mistralai.client import Mistral, errors
 
 CASSETTE_DIR = Path(__file__).resolve().parents[2] / "cassettes" / "mistralai"
@@ -175,6 +181,13 @@ def conversations_append(client: Mistral) -> None:
 def conversations_start_stream(client: Mistral) -> None:
     for _ in client.beta.conversations.start_stream(
         inputs="Who wrote Les Misérables?", model="mistral-medium-latest"
+    ):
+        pass
+
+
+def conversations_start_stream_error(client: Mistral) -> None:
+    for _ in client.beta.conversations.start_stream(
+        inputs=CONVERSATION_ERROR_INPUT, model="mistral-medium-latest"
     ):
         pass
 
@@ -466,6 +479,41 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
                             "connector_tokens": None,
                             "connectors": None,
                         },
+                    },
+                ],
+                done=False,
+                event_names=True,
+            ),
+            "text/event-stream; charset=utf-8",
+        ),
+    ),
+    "conversations_start_stream_error": (
+        conversations_start_stream_error,
+        WireResponse(
+            200,
+            sse(
+                [
+                    {
+                        "type": "conversation.response.started",
+                        "created_at": "2026-01-01T00:02:00.040000Z",
+                        "conversation_id": "conv_0198d2c8b5c61f2a3b4c5d6e7f8a9b0c",
+                    },
+                    {
+                        "type": "message.output.delta",
+                        "created_at": "2026-01-01T00:02:00.280000Z",
+                        "output_index": 0,
+                        "id": "msg_0198d2c8b6d7e8f9a0b1c2d3e4f5a6b7",
+                        "content_index": 0,
+                        "model": "mistral-medium-latest",
+                        "agent_id": None,
+                        "role": "assistant",
+                        "content": "Here is",
+                    },
+                    {
+                        "type": "conversation.response.error",
+                        "created_at": "2026-01-01T00:02:01.500000Z",
+                        "message": "Internal error while generating the response",
+                        "code": 3000,
                     },
                 ],
                 done=False,

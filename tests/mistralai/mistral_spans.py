@@ -33,6 +33,8 @@ JSON_MODE_MESSAGES: list[SystemMessageTypedDict | UserMessageTypedDict] = [
 CHAT_MODEL = "mistral-small-latest"
 AGENT_ID = "ag_0198d2c5e1a47b3c9f2e8d6a4b1c0e9f"
 CONVERSATION_ID = "conv_0198d2c6f3b27e8a9c4d1f0b2a3e5c7d"
+#: The input of the conversation whose stream ends in a ``conversation.response.error`` event.
+CONVERSATION_ERROR_INPUT = "Summarise today's news about Lyon."
 
 
 def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import vcr.errors  # type: ignore[import-untyped]
 from mistral_cassettes import cassette, replay
-from mistral_spans import HELLO, WEATHER_QUESTION, WEATHER_TOOL
+from mistral_spans import CONVERSATION_ERROR_INPUT, HELLO, WEATHER_QUESTION, WEATHER_TOOL
 from mistralai.client import Mistral, errors
-from mistralai.client.models import UserMessageTypedDict
+from mistralai.client.models import ResponseErrorEvent, UserMessageTypedDict
 
 
 @pytest.fixture
@@ -93,6 +93,23 @@ def test_fim_agents_and_conversation_cassettes_parse(client: Mistral) -> None:
         ]
     assert kinds[0] == "conversation.response.started"
     assert kinds[-1] == "conversation.response.done"
+
+
+def test_conversation_stream_error_cassette_parses_to_the_sdk_error_event(client: Mistral) -> None:
+    with replay.use_cassette(cassette("conversations_start_stream_error")):
+        events = list(
+            client.beta.conversations.start_stream(
+                inputs=CONVERSATION_ERROR_INPUT, model="mistral-medium-latest"
+            )
+        )
+    assert [event.event for event in events] == [
+        "conversation.response.started",
+        "message.output.delta",
+        "conversation.response.error",
+    ]
+    error = events[-1].data
+    assert isinstance(error, ResponseErrorEvent)
+    assert (error.message, error.code) == ("Internal error while generating the response", 3000)
 
 
 @pytest.mark.parametrize(

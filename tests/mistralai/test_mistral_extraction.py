@@ -12,6 +12,7 @@ from convotel.mistralai.extraction import (
     message,
 )
 from convotel.mistralai.streaming import ConversationStreamAccumulator
+from convotel.spans import StreamError
 
 OUTPUT_0 = f"{SpanAttributes.LLM_OUTPUT_MESSAGES}.0."
 
@@ -90,4 +91,12 @@ def test_conversation_stream_function_call_and_error_event() -> None:
     call = f"{OUTPUT_0}{MessageAttributes.MESSAGE_TOOL_CALLS}.0."
     assert pairs[call + ToolCallAttributes.TOOL_CALL_FUNCTION_NAME] == "get_weather"
     assert pairs[call + ToolCallAttributes.TOOL_CALL_FUNCTION_ARGUMENTS_JSON] == '{"city": "Paris"}'
-    assert pairs[ERROR_TYPE] == "conversation.response.error"
+    assert ERROR_TYPE not in pairs  # the core records the failure from error()
+    assert accumulator.error() == StreamError(description="tool failed", type="3000")
+
+
+def test_conversation_stream_without_an_error_event_reports_none() -> None:
+    accumulator = ConversationStreamAccumulator()
+    data = {"type": "conversation.response.done", "usage": {"total_tokens": 3}}
+    accumulator.process({"event": data["type"], "data": data})
+    assert accumulator.error() is None

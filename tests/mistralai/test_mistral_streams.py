@@ -11,6 +11,7 @@ from mistral_cassettes import cassette, replay
 from mistral_spans import (
     AGENT_ID,
     CHAT_MODEL,
+    CONVERSATION_ERROR_INPUT,
     HELLO,
     WEATHER_QUESTION,
     WEATHER_TOOL,
@@ -20,8 +21,11 @@ from mistral_spans import (
 from mistralai.client import Mistral, errors
 from mistralai.client.utils.eventstreaming import EventStream, EventStreamAsync
 from openinference.semconv.trace import MessageAttributes, SpanAttributes, ToolCallAttributes
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GEN_AI_CONVERSATION_ID
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import StatusCode
 
@@ -211,6 +215,55 @@ def test_conversation_stream_records_reply_usage_and_conversation_id(
     )
     assert found[SpanAttributes.LLM_MODEL_NAME] == "mistral-medium-latest"
     assert found[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 19
+
+
+def conversation_error_events(client: Mistral) -> list[dict[str, Any]]:
+    """The events of the failing conversation stream, as the application sees them."""
+    with replay.use_cassette(cassette("conversations_start_stream_error")):
+        stream = client.beta.conversations.start_stream(
+            inputs=CONVERSATION_ERROR_INPUT, model="mistral-medium-latest"
+        )
+        return [event.model_dump() for event in stream]
+
+
+def assert_failed_by_the_conversation_error(span: ReadableSpan) -> None:
+    found = attributes(span)
+    assert found[STREAM_OUTCOME] == "error"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "Internal error while generating the response"
+    assert found[ERROR_TYPE] == "3000"
+    assert found[GEN_AI_CONVERSATION_ID] == "conv_0198d2c8b5c61f2a3b4c5d6e7f8a9b0c"
+    assert found[OUTPUT_0 + MessageAttributes.MESSAGE_CONTENT] == "Here is"
+    assert span.events == ()  # the SDK raised nothing
+
+
+def test_conversation_error_event_fails_the_span_and_reaches_the_application_unchanged(
+    client: Mistral, span_exporter: InMemorySpanExporter
+) -> None:
+    with suppress_instrumentation():
+        uninstrumented = conversation_error_events(client)
+    assert span_exporter.get_finished_spans() == ()
+
+    events = conversation_error_events(client)
+
+    assert events == uninstrumented
+    assert events[-1]["data"]["type"] == "conversation.response.error"
+    span = only_span(span_exporter)
+    assert span.name == "mistralai.conversations.start_stream"
+    assert_failed_by_the_conversation_error(span)
+
+
+async def test_async_conversation_error_event_fails_the_span(
+    client: Mistral, span_exporter: InMemorySpanExporter
+) -> None:
+    with replay.use_cassette(cassette("conversations_start_stream_error")):
+        stream = await client.beta.conversations.start_stream_async(
+            inputs=CONVERSATION_ERROR_INPUT, model="mistral-medium-latest"
+        )
+        kinds = [event.event async for event in stream]
+
+    assert kinds[-1] == "conversation.response.error"
+    assert_failed_by_the_conversation_error(only_span(span_exporter))
 
 
 def test_malformed_chunk_error_reaches_the_caller_and_fails_the_span(

@@ -244,14 +244,16 @@ def response_object(
     *,
     status: str = "completed",
     usage: Mapping[str, Any] | None = None,
+    error: Mapping[str, Any] | None = None,
+    incomplete_reason: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": "resp_67ccd2bed1ec8190",
         "object": "response",
         "created_at": CREATED,
         "status": status,
-        "error": None,
-        "incomplete_details": None,
+        "error": None if error is None else dict(error),
+        "incomplete_details": None if incomplete_reason is None else {"reason": incomplete_reason},
         "instructions": "Answer in one sentence.",
         "max_output_tokens": None,
         "model": CHAT_MODEL_SNAPSHOT,
@@ -291,10 +293,10 @@ RESPONSES_FUNCTION_CALL_ITEM: dict[str, Any] = {
 RESPONSES_WEATHER_TOOL: dict[str, Any] = {"type": "function", **WEATHER_TOOL["function"]}
 
 
-def responses_stream_events() -> list[dict[str, Any]]:
+def _responses_stream_opening(pieces: Iterable[str]) -> list[dict[str, Any]]:
+    """A Responses stream up to the text deltas of its one message item."""
     item_id = RESPONSES_MESSAGE_ITEM["id"]
     in_progress = response_object([], status="in_progress")
-    pieces = ["Paris is", " the capital", " of France."]
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": in_progress},
         {"type": "response.in_progress", "response": in_progress},
@@ -322,31 +324,85 @@ def responses_stream_events() -> list[dict[str, Any]]:
         }
         for piece in pieces
     ]
-    events += [
-        {
-            "type": "response.output_text.done",
-            "item_id": item_id,
-            "output_index": 0,
-            "content_index": 0,
-            "text": RESPONSES_TEXT,
-            "logprobs": [],
-        },
-        {
-            "type": "response.content_part.done",
-            "item_id": item_id,
-            "output_index": 0,
-            "content_index": 0,
-            "part": RESPONSES_MESSAGE_ITEM["content"][0],
-        },
-        {"type": "response.output_item.done", "output_index": 0, "item": RESPONSES_MESSAGE_ITEM},
+    return events
+
+
+def _responses_message_done(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The events closing the message item ``item`` (its text, content part and the item)."""
+    part = item["content"][0]
+    location = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+    return [
+        {"type": "response.output_text.done", **location, "text": part["text"], "logprobs": []},
+        {"type": "response.content_part.done", **location, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": dict(item)},
+    ]
+
+
+def _numbered(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**event, "sequence_number": n} for n, event in enumerate(events)]
+
+
+def responses_stream_events() -> list[dict[str, Any]]:
+    events = _responses_stream_opening(["Paris is", " the capital", " of France."])
+    events += _responses_message_done(RESPONSES_MESSAGE_ITEM)
+    events.append(
         {
             "type": "response.completed",
             "response": response_object(
                 [RESPONSES_MESSAGE_ITEM], usage=responses_usage(36, 9, cached=0, reasoning=0)
             ),
-        },
-    ]
-    return [{**event, "sequence_number": n} for n, event in enumerate(events)]
+        }
+    )
+    return _numbered(events)
+
+
+RESPONSES_FAILURE = {"code": "server_error", "message": "The model failed to generate a response."}
+RESPONSES_ERROR_EVENT = {
+    "type": "error",
+    "code": "rate_limit_exceeded",
+    "message": "Rate limit reached for gpt-4o-mini on tokens per min (TPM).",
+    "param": None,
+}
+RESPONSES_INCOMPLETE_TEXT = "Paris is the"
+RESPONSES_INCOMPLETE_ITEM: dict[str, Any] = {
+    **RESPONSES_MESSAGE_ITEM,
+    "status": "incomplete",
+    "content": [
+        {
+            "type": "output_text",
+            "text": RESPONSES_INCOMPLETE_TEXT,
+            "annotations": [],
+            "logprobs": [],
+        }
+    ],
+}
+
+
+def responses_failed_stream_events() -> list[dict[str, Any]]:
+    """A stream the model fails part-way through: it ends with ``response.failed``."""
+    failed = response_object([], status="failed", error=RESPONSES_FAILURE)
+    return _numbered(
+        [*_responses_stream_opening(["Paris is"]), {"type": "response.failed", "response": failed}]
+    )
+
+
+def responses_error_event_stream_events() -> list[dict[str, Any]]:
+    """A stream cut short by an ``error`` event (no final response)."""
+    return _numbered([*_responses_stream_opening(["Paris is"]), RESPONSES_ERROR_EVENT])
+
+
+def responses_incomplete_stream_events() -> list[dict[str, Any]]:
+    """A stream stopped by ``max_output_tokens``: it ends with ``response.incomplete``."""
+    events = _responses_stream_opening(["Paris is", " the"])
+    events += _responses_message_done(RESPONSES_INCOMPLETE_ITEM)
+    incomplete = response_object(
+        [RESPONSES_INCOMPLETE_ITEM],
+        status="incomplete",
+        usage=responses_usage(36, 3, cached=0, reasoning=0),
+        incomplete_reason="max_output_tokens",
+    )
+    events.append({"type": "response.incomplete", "response": incomplete})
+    return _numbered(events)
 
 
 # --- embeddings and legacy completions ---------------------------------------------------------
@@ -498,6 +554,21 @@ def _responses_stream(client: Any) -> object:
         stream=True,
     )
     return "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+
+
+def _responses_stream_summary(client: Any, **request: Any) -> object:
+    """The streamed text deltas and the last event's type."""
+    events = list(
+        client.responses.create(
+            model=CHAT_MODEL,
+            instructions="Answer in one sentence.",
+            input="Capital of France?",
+            stream=True,
+            **request,
+        )
+    )
+    texts = [e.delta for e in events if e.type == "response.output_text.delta"]
+    return ("".join(texts), events[-1].type)
 
 
 def _legacy_stream(client: Any) -> object:
@@ -859,6 +930,24 @@ RECIPES: tuple[Recipe, ...] = (
         (sse_response(responses_stream_events(), named=True),),
         _responses_stream,
         RESPONSES_TEXT,
+    ),
+    Recipe(
+        "responses_stream_failed",
+        (sse_response(responses_failed_stream_events(), named=True),),
+        _responses_stream_summary,
+        ("Paris is", "response.failed"),
+    ),
+    Recipe(
+        "responses_stream_error_event",
+        (sse_response(responses_error_event_stream_events(), named=True),),
+        _responses_stream_summary,
+        ("Paris is", "error"),
+    ),
+    Recipe(
+        "responses_stream_incomplete",
+        (sse_response(responses_incomplete_stream_events(), named=True),),
+        lambda c: _responses_stream_summary(c, max_output_tokens=3),
+        (RESPONSES_INCOMPLETE_TEXT, "response.incomplete"),
     ),
     Recipe(
         "embeddings",

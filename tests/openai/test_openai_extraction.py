@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 from openai import omit
 from openai.types.chat import ChatCompletionChunk
+from openai.types.responses import ResponseErrorEvent
 from openinference.semconv.trace import SpanAttributes
 
 from convotel import TraceConfig
 from convotel.openai import extraction
 from convotel.openai.endpoints import ChatCompletions
-from convotel.openai.streaming import ChatStreamAccumulator
+from convotel.openai.streaming import ChatStreamAccumulator, ResponsesStreamAccumulator
+from convotel.spans import StreamError
 
 
 def chunk(**fields: Any) -> ChatCompletionChunk:
@@ -81,3 +83,12 @@ def test_only_the_usage_only_chunk_is_hidden() -> None:
     assert accumulator.process(usage_only) is False
     assert dict(accumulator.attributes())[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 3
     assert ChatStreamAccumulator(hide_usage_chunk=False).process(usage_only) is not False
+
+
+def test_responses_error_event_without_a_code_is_typed_by_the_event() -> None:
+    accumulator = ResponsesStreamAccumulator()
+    assert accumulator.error() is None
+    accumulator.process(
+        ResponseErrorEvent(type="error", code=None, message="Try again.", sequence_number=3)
+    )
+    assert accumulator.error() == StreamError(description="Try again.", type="error")

@@ -11,6 +11,7 @@ from openai_cassettes import Instrument, replay
 from openai_wire import (
     CHAT_MODEL,
     EMBEDDING_VECTORS,
+    RESPONSES_INCOMPLETE_TEXT,
     RESPONSES_TEXT,
     RESPONSES_WEATHER_TOOL,
 )
@@ -24,7 +25,9 @@ from openinference.semconv.trace import (
     ToolAttributes,
     ToolCallAttributes,
 )
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import StatusCode
 
 from convotel import REDACTED_VALUE, TraceConfig
@@ -161,6 +164,69 @@ def test_responses_stream_helper_span_ends_with_the_final_response(
         final = stream.get_final_response()
     assert final.output_text == RESPONSES_TEXT
     assert_paris_response(only_span(), cached=0, reasoning=0)
+
+
+def test_responses_stream_failed_event_fails_the_span_and_reaches_the_app_unchanged(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, finished: Finished
+) -> None:
+    def stream_events() -> list[dict[str, Any]]:
+        with replay("responses_stream_failed"):
+            return [
+                e.model_dump() for e in client.responses.create(**RESPONSE_REQUEST, stream=True)
+            ]
+
+    with suppress_instrumentation():
+        uninstrumented = stream_events()
+    assert finished() == []
+
+    events = stream_events()
+
+    assert events == uninstrumented
+    assert events[-1]["type"] == "response.failed"
+    [span] = finished()
+    attributes = attributes_of(span)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "The model failed to generate a response."
+    assert attributes[ERROR_TYPE] == "server_error"
+    assert attributes[STREAM_OUTCOME] == "error"
+    assert attributes[SpanAttributes.LLM_FINISH_REASON] == "failed"
+    assert attributes[SpanAttributes.LLM_MODEL_NAME] == "gpt-4o-mini-2024-07-18"
+    assert span.events == ()  # the SDK raised nothing
+
+
+async def test_async_responses_stream_error_event_fails_the_span(
+    async_client: openai.AsyncOpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("responses_stream_error_event"):
+        stream = await async_client.responses.create(**RESPONSE_REQUEST, stream=True)
+        kinds = [event.type async for event in stream]
+
+    assert kinds[-1] == "error"
+    span = only_span()
+    attributes = attributes_of(span)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "Rate limit reached for gpt-4o-mini on tokens per min (TPM)."
+    assert attributes[ERROR_TYPE] == "rate_limit_exceeded"
+    assert attributes[STREAM_OUTCOME] == "error"
+    assert attributes[f"{OUT}.0.{CONTENT}"] == "Paris is"
+
+
+def test_responses_stream_incomplete_is_not_an_error_and_records_its_reason(
+    client: openai.OpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
+) -> None:
+    with replay("responses_stream_incomplete"):
+        stream = client.responses.create(**RESPONSE_REQUEST, stream=True, max_output_tokens=3)
+        kinds = [event.type for event in stream]
+
+    assert kinds[-1] == "response.incomplete"
+    span = only_span()
+    attributes = attributes_of(span)
+    assert span.status.status_code is StatusCode.OK
+    assert ERROR_TYPE not in attributes
+    assert attributes[STREAM_OUTCOME] == "completed"
+    assert attributes[SpanAttributes.LLM_FINISH_REASON] == "max_output_tokens"
+    assert attributes[f"{OUT}.0.{CONTENT}"] == RESPONSES_INCOMPLETE_TEXT
+    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_COMPLETION] == 3
 
 
 def test_embeddings_record_model_texts_vectors_and_usage(

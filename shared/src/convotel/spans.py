@@ -8,7 +8,8 @@
   span lifecycle, so an adapter only says *what* to extract.
 * :class:`StreamProxy` / :class:`AsyncStreamProxy` wrap returned streams transparently and end the
   span however the stream ends: exhausted, closed, ``with`` exit, broken out of, error, or garbage
-  collection (then marked abandoned).
+  collection (then marked abandoned). A failure the provider reports *inside* a stream (an error
+  event after an HTTP success) fails the span too, through the accumulator's optional ``error()``.
 
 Guarding happens here, at the boundary with the user's call path: errors in convotel's own code are
 logged once per place and swallowed; the user's exceptions pass through as the same object.
@@ -21,6 +22,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,6 +51,7 @@ __all__ = [
     "ObjectProxy",
     "Pair",
     "StreamAccumulator",
+    "StreamError",
     "StreamOutcome",
     "StreamProxy",
     "Tracing",
@@ -74,7 +77,10 @@ _KIND = SpanAttributes.OPENINFERENCE_SPAN_KIND
 _LLM = OpenInferenceSpanKindValues.LLM.value
 _EMBEDDING = OpenInferenceSpanKindValues.EMBEDDING.value
 _CHAIN = OpenInferenceSpanKindValues.CHAIN.value
+_KIND_VALUES: dict[object, str] = {kind: kind.value for kind in OpenInferenceSpanKindValues}
 _TOKEN_COUNT_PREFIX = "llm.token_count"
+_OK = Status(StatusCode.OK)
+_CONTEXT_KEYS = frozenset(CONTEXT_ATTRIBUTES)
 _CLAIM_KEY = context_api.create_key("convotel-model-call-claim")
 _ACTIVE_CALL_KEY = context_api.create_key("convotel-active-call")
 _PLAIN_TYPES = (str, bool, int, float)
@@ -207,6 +213,14 @@ class CallSpan:
         elapsed_ms = (time.monotonic_ns() - self._start_ns) / 1e6
         self._pending[TIME_TO_FIRST_TOKEN_MS] = round(elapsed_ms, 3)
 
+    def record_failure(self, error_type: str, description: str) -> None:
+        """Mark the span as failed without an exception (e.g. an error reported in a stream)."""
+        try:
+            self._pending[ERROR_TYPE] = error_type
+            self.span.set_status(Status(StatusCode.ERROR, description))
+        except Exception as exc:  # noqa: BLE001
+            log_once("recording a failure", exc)
+
     def record_exception(self, exc: BaseException) -> None:
         """Mark the span as failed by ``exc`` (status ERROR, exception event, HTTP status)."""
         try:  # the status first: the exception event below needs str(exc), which may fail
@@ -241,7 +255,7 @@ class CallSpan:
             if error is not None:
                 self.record_exception(error)
             elif ok:
-                self.span.set_status(StatusCode.OK)
+                self.span.set_status(_OK)
             pending = self._pending
             if self._claim is not None and self._claim.provider_seen:
                 pending = {
@@ -314,12 +328,13 @@ class Tracing:
         span and a session's tokens are counted once.
         """
         ctx = parent if parent is not None else context_api.get_current()
-        kind_value = kind.value if isinstance(kind, Enum) else kind
+        kind_value = _KIND_VALUES.get(kind) or (kind.value if isinstance(kind, Enum) else kind)
         initial: dict[str, AttributeValue] = {_KIND: kind_value}
-        for key in CONTEXT_ATTRIBUTES:
-            value = ctx.get(key)
-            if value is not None and isinstance(value, (str, list)) and value:
-                initial[key] = value
+        if not _CONTEXT_KEYS.isdisjoint(ctx):  # cheaper than seven lookups when none is set
+            for key in CONTEXT_ATTRIBUTES:
+                value = ctx.get(key)
+                if value is not None and isinstance(value, (str, list)) and value:
+                    initial[key] = value
         claim = None
         if kind_value in (_LLM, _EMBEDDING):
             if framework:
@@ -337,8 +352,23 @@ class Tracing:
         return call
 
 
+@dataclass(frozen=True)
+class StreamError:
+    """A failure the provider reported inside a stream that was delivered successfully."""
+
+    #: The span's status description: the provider's message.
+    description: str
+    #: The ``error.type`` attribute: the provider's error code, else the event's type.
+    type: str
+
+
 class StreamAccumulator(Protocol):
-    """Collects what a stream's chunks say, for the attributes recorded when it ends."""
+    """Collects what a stream's chunks say, for the attributes recorded when it ends.
+
+    An accumulator may also define ``error() -> StreamError | None``: a :class:`StreamError` when
+    the provider said, in the stream, that the call failed. The span then ends with status ERROR
+    and outcome ``error`` however the stream ended; every chunk still reaches the application.
+    """
 
     def process(self, chunk: Any) -> bool | None:
         """Look at one chunk; return ``False`` to hide it from the application."""
@@ -550,9 +580,24 @@ class _StreamState:
         call = self.call
         if call.ended:
             return
+        reported = self.reported_error() if error is None else None
+        if reported is not None:
+            outcome = StreamOutcome.ERROR
         call.set(STREAM_OUTCOME, outcome.value)
         _extract(call, self.accumulator.attributes, "stream attributes")
-        call.end(error=error, ok=outcome is not StreamOutcome.ABANDONED)
+        if reported is not None:
+            call.record_failure(reported.type, reported.description)
+        call.end(error=error, ok=outcome not in (StreamOutcome.ABANDONED, StreamOutcome.ERROR))
+
+    def reported_error(self) -> StreamError | None:
+        """The failure the accumulator saw in the stream, if it reports one."""
+        try:
+            report = getattr(self.accumulator, "error", None)
+            reported = report() if callable(report) else None
+        except Exception as exc:  # noqa: BLE001
+            log_once("stream error report", exc)
+            return None
+        return reported if isinstance(reported, StreamError) else None
 
 
 class StreamProxy(ObjectProxy):

@@ -10,7 +10,6 @@ from typing import Any
 
 from openinference.semconv.trace import SpanAttributes
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GEN_AI_CONVERSATION_ID
-from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
 from convotel.attributes import Message, ToolCall, model_attributes, output_value_attributes
 from convotel.mistralai.extraction import (
@@ -20,6 +19,7 @@ from convotel.mistralai.extraction import (
     output_messages,
     usage_pairs,
 )
+from convotel.spans import StreamError
 
 
 def _text(content: Any) -> str:
@@ -104,8 +104,14 @@ class CompletionStreamAccumulator:
             yield from output_value_attributes(messages[0].content)
 
 
+_CONVERSATION_ERROR = "conversation.response.error"
+
+
 class ConversationStreamAccumulator:
-    """Conversation streams: named events from ``conversation.response.started`` to ``.done``."""
+    """Conversation streams: named events from ``conversation.response.started`` to ``.done``.
+
+    A ``conversation.response.error`` event fails the span (its ``code`` is the ``error.type``).
+    """
 
     def __init__(self) -> None:
         self._conversation_id: str | None = None
@@ -113,7 +119,7 @@ class ConversationStreamAccumulator:
         self._replies: dict[Any, list[str]] = {}
         self._calls: dict[str, _ToolCallParts] = {}
         self._usage: Any = None
-        self._failed = False
+        self._error: StreamError | None = None
 
     def process(self, event: Any) -> None:
         data = field(event, "data")
@@ -129,14 +135,19 @@ class ConversationStreamAccumulator:
             parts.arguments.append(field(data, "arguments") or "")
         elif kind == "conversation.response.done":
             self._usage = field(data, "usage")
-        elif kind == "conversation.response.error":
-            self._failed = True
+        elif kind == _CONVERSATION_ERROR:
+            code = field(data, "code")
+            self._error = StreamError(
+                description=str(field(data, "message") or _CONVERSATION_ERROR),
+                type=_CONVERSATION_ERROR if code is None else str(code),
+            )
+
+    def error(self) -> StreamError | None:
+        return self._error
 
     def attributes(self) -> Iterator[Pair]:
         if self._conversation_id:
             yield GEN_AI_CONVERSATION_ID, self._conversation_id
-        if self._failed:  # the stream itself ends normally; the core offers no ERROR status here
-            yield ERROR_TYPE, "conversation.response.error"
         yield from model_attributes(response_model=self._model)
         messages = [
             Message(role="assistant", content="".join(text)) for text in self._replies.values()

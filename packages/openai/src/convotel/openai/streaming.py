@@ -25,6 +25,7 @@ from convotel.openai.extraction import (
     Pair,
     chat_usage_attributes,
     completion_choice_attributes,
+    field,
     output_attributes,
     responses_response_attributes,
 )
@@ -35,6 +36,7 @@ from convotel.spans import (
     Endpoint,
     ObjectProxy,
     StreamAccumulator,
+    StreamError,
     StreamOutcome,
     StreamProxy,
 )
@@ -144,15 +146,29 @@ class CompletionStreamAccumulator(ChatStreamAccumulator):
 _FINAL_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-class ResponsesStreamAccumulator:
-    """Responses API events: the final ``response`` object, else the text deltas seen so far."""
+def _stream_error(kind: str, error: Any) -> StreamError:
+    """What an ``error`` event, or a failed response's ``error`` object, says went wrong."""
+    code, message = field(error, "code"), field(error, "message")
+    return StreamError(
+        description=message if isinstance(message, str) and message else kind,
+        type=code if isinstance(code, str) and code else kind,
+    )
 
-    __slots__ = ("_final", "_model", "_texts")
+
+class ResponsesStreamAccumulator:
+    """Responses API events: the final ``response`` object, else the text deltas seen so far.
+
+    ``response.failed`` and ``error`` events fail the span; ``response.incomplete`` does not
+    (its reason is the finish reason).
+    """
+
+    __slots__ = ("_error", "_final", "_model", "_texts")
 
     def __init__(self) -> None:
         self._final: Any = None
         self._model: Any = None
         self._texts: list[str] = []
+        self._error: StreamError | None = None
 
     def process(self, event: Any) -> bool | None:
         kind = event.type
@@ -160,9 +176,16 @@ class ResponsesStreamAccumulator:
             self._texts.append(event.delta)
         elif kind in _FINAL_RESPONSE_EVENTS:
             self._final = event.response
+            if kind == "response.failed":
+                self._error = _stream_error(kind, field(event.response, "error"))
         elif kind == "response.created":
             self._model = event.response.model
+        elif kind == "error":
+            self._error = _stream_error(kind, event)
         return None
+
+    def error(self) -> StreamError | None:
+        return self._error
 
     def attributes(self) -> Iterator[Pair]:
         if self._final is not None:
