@@ -205,21 +205,31 @@ def message_attributes(prefix: str, messages: Iterable[Message]) -> Iterator[Pai
             yield base + MessageAttributes.MESSAGE_NAME, message.name
         if message.tool_call_id is not None:
             yield base + MessageAttributes.MESSAGE_TOOL_CALL_ID, message.tool_call_id
-        for part_index, part in enumerate(message.parts):
-            part_base = f"{base}{MessageAttributes.MESSAGE_CONTENTS}.{part_index}."
-            yield part_base + MessageContentAttributes.MESSAGE_CONTENT_TYPE, part.type
-            if part.text is not None:
-                yield part_base + MessageContentAttributes.MESSAGE_CONTENT_TEXT, part.text
-            if part.image_url is not None:
-                yield part_base + _IMAGE_URL_KEY, part.image_url
-        for call_index, call in enumerate(message.tool_calls):
-            call_base = f"{base}{MessageAttributes.MESSAGE_TOOL_CALLS}.{call_index}."
-            if call.id is not None:
-                yield call_base + ToolCallAttributes.TOOL_CALL_ID, call.id
-            if call.name is not None:
-                yield call_base + ToolCallAttributes.TOOL_CALL_FUNCTION_NAME, call.name
-            if call.arguments is not None:
-                yield call_base + _ARGUMENTS_KEY, call.arguments
+        if message.parts:
+            yield from _content_part_attributes(base, message.parts)
+        if message.tool_calls:
+            yield from _tool_call_attributes(base, message.tool_calls)
+
+
+def _content_part_attributes(base: str, parts: Iterable[ContentPart]) -> Iterator[Pair]:
+    for part_index, part in enumerate(parts):
+        part_base = f"{base}{MessageAttributes.MESSAGE_CONTENTS}.{part_index}."
+        yield part_base + MessageContentAttributes.MESSAGE_CONTENT_TYPE, part.type
+        if part.text is not None:
+            yield part_base + MessageContentAttributes.MESSAGE_CONTENT_TEXT, part.text
+        if part.image_url is not None:
+            yield part_base + _IMAGE_URL_KEY, part.image_url
+
+
+def _tool_call_attributes(base: str, calls: Iterable[ToolCall]) -> Iterator[Pair]:
+    for call_index, call in enumerate(calls):
+        call_base = f"{base}{MessageAttributes.MESSAGE_TOOL_CALLS}.{call_index}."
+        if call.id is not None:
+            yield call_base + ToolCallAttributes.TOOL_CALL_ID, call.id
+        if call.name is not None:
+            yield call_base + ToolCallAttributes.TOOL_CALL_FUNCTION_NAME, call.name
+        if call.arguments is not None:
+            yield call_base + _ARGUMENTS_KEY, call.arguments
 
 
 def tool_definition_attributes(tools: Iterable[Any]) -> Iterator[Pair]:
@@ -229,6 +239,18 @@ def tool_definition_attributes(tools: Iterable[Any]) -> Iterator[Pair]:
             f"{SpanAttributes.LLM_TOOLS}.{index}.{ToolAttributes.TOOL_JSON_SCHEMA}",
             safe_json_dumps(tool),
         )
+
+
+_TOKEN_COUNT_KEYS = (
+    SpanAttributes.LLM_TOKEN_COUNT_PROMPT,
+    SpanAttributes.LLM_TOKEN_COUNT_COMPLETION,
+    SpanAttributes.LLM_TOKEN_COUNT_TOTAL,
+    SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ,
+    SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_WRITE,
+    SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING,
+    SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_AUDIO,
+    SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_AUDIO,
+)
 
 
 def usage_attributes(
@@ -245,17 +267,18 @@ def usage_attributes(
     """Token counts; the total is derived from prompt + completion when not given."""
     if total is None and prompt is not None and completion is not None:
         total = prompt + completion
-    for key, count in (
-        (SpanAttributes.LLM_TOKEN_COUNT_PROMPT, prompt),
-        (SpanAttributes.LLM_TOKEN_COUNT_COMPLETION, completion),
-        (SpanAttributes.LLM_TOKEN_COUNT_TOTAL, total),
-        (SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ, cache_read),
-        (SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_WRITE, cache_write),
-        (SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING, reasoning),
-        (SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_AUDIO, prompt_audio),
-        (SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_AUDIO, completion_audio),
-    ):
-        if isinstance(count, int) and not isinstance(count, bool):
+    counts = (
+        prompt,
+        completion,
+        total,
+        cache_read,
+        cache_write,
+        reasoning,
+        prompt_audio,
+        completion_audio,
+    )
+    for key, count in zip(_TOKEN_COUNT_KEYS, counts, strict=True):
+        if type(count) is int or (isinstance(count, int) and not isinstance(count, bool)):
             yield key, count
 
 

@@ -26,13 +26,13 @@ from convotel.attributes import (
     ToolCall,
     embedding_attributes,
     input_value_attributes,
-    invocation_parameter_attributes,
     message_attributes,
     model_attributes,
     output_value_attributes,
     tool_definition_attributes,
     usage_attributes,
 )
+from convotel.json_encoding import safe_json_dumps
 
 Pair = tuple[str, Any]
 
@@ -86,7 +86,10 @@ def user_parameters(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def common_request_attributes(
     provider: str, parameters: Mapping[str, Any], *, embedding: bool = False
 ) -> Iterator[Pair]:
-    """Provider, system, requested model and invocation parameters of any endpoint."""
+    """Provider, system, requested model and invocation parameters of any endpoint.
+
+    ``parameters`` are :func:`user_parameters`: nothing unset or secret is left to filter.
+    """
     model = _text(parameters.get("model"))
     yield SpanAttributes.LLM_PROVIDER, provider
     yield SpanAttributes.LLM_SYSTEM, SYSTEM
@@ -96,8 +99,9 @@ def common_request_attributes(
     else:
         yield from model_attributes(request_model=model)
         key = SpanAttributes.LLM_INVOCATION_PARAMETERS
-    for _, value in invocation_parameter_attributes(parameters, _NOT_PARAMETERS):
-        yield key, value
+    invocation = {k: v for k, v in parameters.items() if k not in _NOT_PARAMETERS}
+    if invocation:  # the encoder converts SDK objects (pydantic models...) through jsonable
+        yield key, safe_json_dumps(invocation)
 
 
 def last_text(messages: Sequence[Message]) -> str | None:
@@ -147,15 +151,12 @@ def chat_message(message: Any) -> Message:
     content = get("content")
     if content is None:
         content = get("refusal")
+    text = content if isinstance(content, str) else None
+    parts = [content_part(p) for p in content] if isinstance(content, _SEQUENCES) else ()
     tool_calls = get("tool_calls")
-    return Message(
-        role=get("role"),
-        content=content if isinstance(content, str) else None,
-        parts=[content_part(p) for p in content] if isinstance(content, _SEQUENCES) else (),
-        tool_calls=[tool_call(c) for c in tool_calls] if isinstance(tool_calls, _SEQUENCES) else (),
-        tool_call_id=get("tool_call_id"),
-        name=get("name"),
-    )
+    calls = [tool_call(c) for c in tool_calls] if isinstance(tool_calls, _SEQUENCES) else ()
+    # positional: binding six keywords costs more than the rest of this function
+    return Message(get("role"), text, parts, calls, get("tool_call_id"), get("name"))
 
 
 def response_item_message(item: Any) -> Message | None:
