@@ -176,21 +176,7 @@ class CallSpan:
 
     def set(self, key: str, value: Any) -> None:
         """Record one attribute (applied when the span ends); ``None`` is ignored."""
-        if value is None:
-            return
-        if (
-            type(value) in _PLAIN_TYPE_SET
-            and key in self._config.unchanged_keys
-            and (type(value) is not int or _INT64_MIN <= value <= _INT64_MAX)
-        ):
-            self._pending[key] = value
-            return
-        coerced = _attribute_value(value)  # before masking: JSON text is truncated too
-        if coerced is None:
-            return
-        masked = self._config.mask(key, coerced)
-        if masked is not None:
-            self._pending[key] = masked
+        self.set_attributes(((key, value),), "recording an attribute")
 
     def set_attributes(self, pairs: Iterable[Pair], where: str = "attribute extraction") -> None:
         """Record the pairs an extractor yields; an extractor that raises is logged once."""
@@ -203,10 +189,19 @@ class CallSpan:
                     and (type(value) is not int or _INT64_MIN <= value <= _INT64_MAX)
                 ):
                     pending[key] = value  # the hot path: a plain value recorded as it is
-                else:
-                    self.set(key, value)
+                elif value is not None:
+                    self._record_converted(key, value)
         except Exception as exc:  # noqa: BLE001 - extraction must never reach the caller
             log_once(where, exc)
+
+    def _record_converted(self, key: str, value: Any) -> None:
+        """Record a value that needs converting (JSON, sequences) or masking; never ``None``."""
+        coerced = _attribute_value(value)  # before masking: JSON text is truncated too
+        if coerced is None:
+            return
+        masked = self._config.mask(key, coerced)
+        if masked is not None:
+            self._pending[key] = masked
 
     def first_token(self) -> None:
         """Record the time to the first streamed chunk."""
