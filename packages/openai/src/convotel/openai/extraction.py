@@ -27,13 +27,13 @@ from convotel.attributes import (
     ToolCall,
     embedding_attributes,
     input_value_attributes,
+    invocation_parameter_attributes,
     message_attributes,
     model_attributes,
     output_value_attributes,
     tool_definition_attributes,
     usage_attributes,
 )
-from convotel.json_encoding import safe_json_dumps
 
 Pair = tuple[str, Any]
 
@@ -87,10 +87,7 @@ def user_parameters(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def common_request_attributes(
     provider: str, parameters: Mapping[str, Any], *, embedding: bool = False
 ) -> Iterator[Pair]:
-    """Provider, system, requested model and invocation parameters of any endpoint.
-
-    ``parameters`` are :func:`user_parameters`: nothing unset or secret is left to filter.
-    """
+    """Provider, system, requested model and invocation parameters of any endpoint."""
     model = _text(parameters.get("model"))
     yield SpanAttributes.LLM_PROVIDER, provider
     yield SpanAttributes.LLM_SYSTEM, SYSTEM
@@ -100,9 +97,8 @@ def common_request_attributes(
     else:
         yield from model_attributes(request_model=model)
         key = SpanAttributes.LLM_INVOCATION_PARAMETERS
-    invocation = {k: v for k, v in parameters.items() if k not in _NOT_PARAMETERS}
-    if invocation:  # the encoder converts SDK objects (pydantic models...) through jsonable
-        yield key, safe_json_dumps(invocation)
+    for _, value in invocation_parameter_attributes(parameters, _NOT_PARAMETERS):
+        yield key, value
 
 
 def last_text(messages: Sequence[Message]) -> str | None:
