@@ -25,6 +25,16 @@ nox.options.reuse_existing_virtualenvs = True
 #: The local distributions, core first (installed together so `convotel` resolves locally).
 LOCAL_PACKAGES = ["shared", *sorted(f"packages/{p.name}" for p in (ROOT / "packages").iterdir())]
 
+#: Real web stacks for the web-service tests and `convotel demo --serve`: FastAPI/Starlette on
+#: uvicorn and a plain WSGI app, each under OpenTelemetry's own server instrumentation.
+WEB_TOOLS = [
+    "fastapi>=0.110",
+    "uvicorn>=0.29",
+    "httpx>=0.27",
+    "opentelemetry-instrumentation-fastapi>=0.58b0",
+    "opentelemetry-instrumentation-wsgi>=0.58b0",
+]
+
 TEST_TOOLS = [
     "pytest>=8",
     "pytest-asyncio>=0.24",
@@ -34,6 +44,7 @@ TEST_TOOLS = [
     "opentelemetry-sdk>=1.27",
     "opentelemetry-exporter-otlp-proto-http>=1.27",
     "numpy",  # dspy's Embedder needs it without declaring it
+    *WEB_TOOLS,
 ]
 
 #: Framework SDKs at their latest supported versions (upper bounds are the tested majors).
@@ -70,6 +81,7 @@ DEMO_SDKS = [
     "mistralai>=2.0.0,<4",
     "llama-index-core>=0.14.9,<0.15",
     "opentelemetry-exporter-otlp-proto-http>=1.37",
+    *WEB_TOOLS,
 ]
 
 #: The Phoenix server for `e2e`, in a virtualenv of its own (~850 MB with its dependencies).
