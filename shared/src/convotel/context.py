@@ -48,6 +48,7 @@ from opentelemetry.context import Context
 from opentelemetry.util.types import AttributeValue
 
 from convotel.json_encoding import safe_json_dumps
+from convotel.turns import has_joiners, join_current_trace
 
 __all__ = [
     "CONTEXT_ATTRIBUTES",
@@ -320,9 +321,16 @@ class _ContextScope:
             ctx = update(ctx)
         return ctx
 
+    def _joined_context(self) -> Context:
+        """The block's context; a ``SessionSpanProcessor`` joins the open trace to it now."""
+        ctx = self._context()
+        if has_joiners():
+            join_current_trace(ctx)
+        return ctx
+
     def __enter__(self) -> _ContextScope:
         self._previous.append(context_api.get_current())
-        context_api.attach(self._context())
+        context_api.attach(self._joined_context())
         return self
 
     def __exit__(
@@ -360,7 +368,7 @@ class _ContextScope:
     def _decorate_function(self, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
         def run(*args: Any, **kwargs: Any) -> Any:
-            token = context_api.attach(self._context())
+            token = context_api.attach(self._joined_context())
             try:
                 return function(*args, **kwargs)
             finally:
@@ -371,7 +379,7 @@ class _ContextScope:
     def _decorate_coroutine(self, function: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         @functools.wraps(function)
         async def run(*args: Any, **kwargs: Any) -> Any:
-            token = context_api.attach(self._context())
+            token = context_api.attach(self._joined_context())
             try:
                 return await function(*args, **kwargs)
             finally:

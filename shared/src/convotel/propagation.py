@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
@@ -43,6 +44,7 @@ from convotel.context import (
     set_session,
     set_user,
 )
+from convotel.turns import TraceJoiner
 
 __all__ = [
     "ContextPropagatingExecutor",
@@ -63,29 +65,63 @@ _MAX_HEADER_LENGTH = 8192
 
 
 class SessionSpanProcessor(SpanProcessor):
-    """Adds the context's session, user, metadata and tags to every span that lacks them.
+    """Puts every span of a conversation's traces into its session.
 
     ``tracer_provider.add_span_processor(SessionSpanProcessor())``; add it before the exporting
-    processors. Attributes a span already has are left alone.
+    processors. It
+
+    * adds the context's session, user, metadata and tags to every span that lacks them;
+    * joins the whole trace (``join_trace``): the open ancestors of a span started in a session
+      (the HTTP server span of a web request, middleware spans) get its ``session.id`` /
+      ``user.id``, and spans started outside the session below one that has it (a streamed
+      response body sent after the handler returned) inherit them;
+    * writes each turn's input and output on its root span (``turn_text``): see
+      :mod:`convotel.turns` for the rule. A value the application set itself is kept.
+
+    Attributes a span already has are left alone. ``SessionSpanProcessor(join_trace=False,
+    turn_text=False)`` (or ``CONVOTEL_JOIN_TRACE=false`` / ``CONVOTEL_TURN_TEXT=false``) keeps only
+    the stamping from the context.
     """
+
+    def __init__(self, *, join_trace: bool | None = None, turn_text: bool | None = None) -> None:
+        self._joiner = TraceJoiner(
+            join_trace=_env_flag("CONVOTEL_JOIN_TRACE") if join_trace is None else join_trace,
+            turn_text=_env_flag("CONVOTEL_TURN_TEXT") if turn_text is None else turn_text,
+        )
+        self._tracks_spans = self._joiner.join_trace or self._joiner.turn_text
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
             existing = span.attributes or {}
+            has_ids = False
             for key, value in get_attributes_from_context(parent_context):
-                if key in _STAMPED and key not in existing:
-                    span.set_attribute(key, value)
+                if key in _STAMPED:
+                    has_ids = has_ids or key in _PROPAGATED
+                    if key not in existing:
+                        span.set_attribute(key, value)
+            if self._tracks_spans:
+                self._joiner.span_started(span, has_ids)
         except Exception:  # a processor must never break span creation
             logger.debug("convotel: could not stamp session attributes", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
-        return None
+        if not self._tracks_spans:
+            return
+        try:
+            self._joiner.span_ended(span)
+        except Exception:  # a processor must never break ending a span
+            logger.debug("convotel: could not record the turn", exc_info=True)
 
     def shutdown(self) -> None:
         return None
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _env_flag(name: str) -> bool:
+    """An on-by-default switch: ``false``, ``0``, ``no`` or ``off`` turn it off."""
+    return os.environ.get(name, "").strip().lower() not in ("false", "0", "no", "off")
 
 
 def propagate(function: Callable[P, R]) -> Callable[P, R]:

@@ -21,6 +21,7 @@ import asyncio
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -57,8 +58,10 @@ __all__ = [
     "Tracing",
     "active_call",
     "async_wrapper",
+    "close_streams",
     "log_once",
     "sync_wrapper",
+    "watch_streams",
 ]
 
 logger = logging.getLogger("convotel")
@@ -83,6 +86,7 @@ _OK = Status(StatusCode.OK)
 _CONTEXT_KEYS = frozenset(CONTEXT_ATTRIBUTES)
 _CLAIM_KEY = context_api.create_key("convotel-model-call-claim")
 _ACTIVE_CALL_KEY = context_api.create_key("convotel-active-call")
+_WATCHED_STREAMS_KEY = context_api.create_key("convotel-watched-streams")
 _PLAIN_TYPES = (str, bool, int, float)
 _PLAIN_TYPE_SET = frozenset(_PLAIN_TYPES)
 _NUMBER_TYPE_SET = frozenset((int, float))
@@ -549,16 +553,49 @@ def async_wrapper(get_tracing: Callable[[], Tracing], endpoint: Endpoint) -> Wra
 # --- stream proxies ---------------------------------------------------------------------------
 
 
+def watch_streams(context: Context) -> tuple[Context, weakref.WeakSet[_StreamState]]:
+    """A context in which every stream the instrumentors return is also put in the returned set.
+
+    A web request uses it so that, when its client goes away, :func:`close_streams` can end the
+    model streams the request left open (no longer read by anyone) instead of waiting for the
+    garbage collector.
+    """
+    streams: weakref.WeakSet[_StreamState] = weakref.WeakSet()
+    return context_api.set_value(_WATCHED_STREAMS_KEY, streams, context), streams
+
+
+def close_streams(streams: Iterable[_StreamState], attributes: Mapping[str, Any]) -> int:
+    """End the spans of the still-open ``streams`` as closed early, with the partial reply and
+    ``attributes``; the streams themselves are left to their owner. Returns how many ended."""
+    ended = 0
+    for state in list(streams):
+        if not state.call.ended:
+            state.call.set_attributes(attributes.items(), "closing a watched stream")
+            state.finish(StreamOutcome.CLOSED_EARLY)
+            ended += 1
+    return ended
+
+
+def _stream_stopped(exc: BaseException) -> StreamOutcome:
+    """A cancelled task or a closed generator stops reading a stream: early, not an error."""
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return StreamOutcome.CLOSED_EARLY
+    return StreamOutcome.ERROR
+
+
 class _StreamState:
     """What both proxies track: the span, the accumulator, and whether the first chunk came."""
 
-    __slots__ = ("accumulator", "call", "exhausted", "started")
+    __slots__ = ("__weakref__", "accumulator", "call", "exhausted", "started")
 
     def __init__(self, call: CallSpan, accumulator: StreamAccumulator) -> None:
         self.call = call
         self.accumulator = accumulator
         self.started = False
         self.exhausted = False
+        watched = context_api.get_value(_WATCHED_STREAMS_KEY)
+        if isinstance(watched, weakref.WeakSet):
+            watched.add(self)
 
     def deliver(self, chunk: Any) -> bool:
         """Feed one chunk to the accumulator; ``False`` means hide it from the application."""
@@ -618,7 +655,8 @@ class StreamProxy(ObjectProxy):
                 state.finish(StreamOutcome.COMPLETED)
                 raise
             except BaseException as exc:
-                state.finish(StreamOutcome.ERROR, exc)
+                outcome = _stream_stopped(exc)
+                state.finish(outcome, exc if outcome is StreamOutcome.ERROR else None)
                 raise
             if state.deliver(chunk):
                 return chunk
@@ -666,7 +704,8 @@ class AsyncStreamProxy(ObjectProxy):
                 state.finish(StreamOutcome.COMPLETED)
                 raise
             except BaseException as exc:
-                state.finish(StreamOutcome.ERROR, exc)
+                outcome = _stream_stopped(exc)
+                state.finish(outcome, exc if outcome is StreamOutcome.ERROR else None)
                 raise
             if state.deliver(chunk):
                 return chunk
