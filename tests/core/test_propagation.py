@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -171,9 +172,123 @@ def test_no_ids_no_baggage_header(
 
 def test_bad_incoming_ids_are_dropped() -> None:
     ctx = SessionBaggagePropagator().extract({"baggage": "session.id=%20%20,user.id=ok"})
-    assert dict(get_attributes_from_context(ctx)) == {}
+    assert dict(get_attributes_from_context(ctx)) == {"user.id": "ok"}
     ctx = SessionBaggagePropagator().extract({"baggage": "user.id=ok,session.id=s1;prop=1"})
     assert dict(get_attributes_from_context(ctx)) == {"session.id": "s1", "user.id": "ok"}
+
+
+def send_baggage(url: str, header: str) -> None:
+    """A request carrying exactly this ``baggage`` header (no propagator on the sending side)."""
+    request = urllib.request.Request(url, headers={"baggage": header})
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        assert json.load(reply) == {"ok": True}
+
+
+def restored_ids(exporter: InMemorySpanExporter) -> dict[str, Any]:
+    (span,) = exporter.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    return {key: attributes[key] for key in ("session.id", "user.id") if key in attributes}
+
+
+SESSION = "session.id=sess-0123456789abcdef"
+PAD_TO_CUT = "pad=" + "x" * 8168  # the 8,192-byte limit falls inside the member after it
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        pytest.param(
+            f"{PAD_TO_CUT},{SESSION},more={'y' * 4000}", {}, id="header-over-8192-bytes-ignored"
+        ),
+        pytest.param(
+            f"{SESSION},user.id=u-1;note={'z' * 4100}",
+            {"session.id": "sess-0123456789abcdef"},
+            id="member-over-4096-bytes-dropped",
+        ),
+        pytest.param(
+            ",".join(f"k{i}=v" for i in range(180)) + f",{SESSION}",
+            {},
+            id="members-after-the-180th-dropped",
+        ),
+        pytest.param("session.id=s-%C3,user.id=u-%F0%9F%99%82", {"user.id": "u-🙂"}, id="bad-utf8"),
+        pytest.param("session.id=s-\u00fc,user.id=u 1", {}, id="malformed-members"),
+        pytest.param(
+            f"pad={'x' * 8100},{SESSION},user.id=u-1",
+            {"session.id": "sess-0123456789abcdef", "user.id": "u-1"},
+            id="just-under-the-limit",
+        ),
+    ],
+)
+def test_only_ids_sent_whole_within_the_w3c_limits_are_restored(
+    downstream: tuple[str, InMemorySpanExporter, list[dict[str, str]]],
+    header: str,
+    expected: dict[str, str],
+) -> None:
+    url, exporter, received = downstream
+
+    send_baggage(url, header)
+
+    assert received[0]["baggage"] == header  # the server saw the whole header
+    assert restored_ids(exporter) == expected
+
+
+def test_an_oversized_header_is_ignored_whole_by_otel_and_by_convotel_alike(
+    downstream: tuple[str, InMemorySpanExporter, list[dict[str, str]]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, exporter, _ = downstream
+    header = f"{PAD_TO_CUT},{SESSION},more={'y' * 4000}"
+    assert baggage.get_all(W3CBaggagePropagator().extract({"baggage": header})) == {}
+
+    with caplog.at_level(logging.WARNING, logger="convotel.propagation"):
+        send_baggage(url, header)
+
+    assert "session.id" not in dict(exporter.get_finished_spans()[0].attributes or {})
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "convotel.propagation"]
+    assert "over the 8192-byte limit; ignored whole" in message
+    assert "xxxx" not in message  # unlike OpenTelemetry's, our log does not echo the header
+
+
+def test_ids_are_not_sent_where_they_would_take_the_header_past_the_limit(
+    downstream: tuple[str, InMemorySpanExporter, list[dict[str, str]]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, exporter, received = downstream
+    # The W3C propagator writes "a=<4,090 x>,b=<4,085 x>": 8,180 bytes, each member under 4,096.
+    pads = {"a": "x" * 4090, "b": "x" * 4085}
+    token = context_api.attach(
+        baggage.set_baggage("b", pads["b"], baggage.set_baggage("a", pads["a"]))
+    )
+    try:
+        with using_attributes(session_id="s-1", user_id="u-1"), caplog.at_level(logging.WARNING):
+            call_downstream(url)
+    finally:
+        context_api.detach(token)
+
+    header = received[0]["baggage"]
+    assert len(header.encode()) <= 8192
+    assert baggage.get_all(W3CBaggagePropagator().extract(received[0])) == {
+        **pads,
+        "user.id": "u-1",
+    }
+    assert restored_ids(exporter) == {"user.id": "u-1"}  # 12 more bytes fit, 15 did not
+    assert "session.id not sent in the baggage header" in caplog.text
+
+
+def test_a_stale_session_in_other_baggage_is_never_sent() -> None:
+    carrier = {"baggage": "session.id=stale,tenant=acme"}
+    too_long = "s" * 4200  # longer than any id the receiving side accepts
+    with using_session("s-new"):
+        SessionBaggagePropagator().inject(carrier)
+    assert carrier["baggage"] == "tenant=acme,session.id=s-new"
+
+    carrier = {"baggage": "session.id=stale,tenant=acme"}
+    token = context_api.attach(context_api.set_value("session.id", too_long))
+    try:
+        SessionBaggagePropagator().inject(carrier)
+    finally:
+        context_api.detach(token)
+    assert carrier["baggage"] == "tenant=acme"
 
 
 def test_genai_names_are_written_when_switched_on(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
@@ -151,15 +152,78 @@ class ContextPropagatingExecutor(ThreadPoolExecutor):
         return super().submit(propagate(fn), *args, **kwargs)
 
 
+# W3C Baggage limits, applied as OpenTelemetry's W3CBaggagePropagator applies them: a header over
+# _MAX_HEADER_LENGTH bytes is ignored whole; list-members over _MAX_MEMBER_LENGTH bytes, and those
+# after the first _MAX_MEMBERS, are dropped. A member is used whole or not at all.
+_MAX_MEMBER_LENGTH = 4096
+_MAX_MEMBERS = 180
+# key = RFC 7230 token; value = W3C baggage-octets (percent-encoded UTF-8); properties ignored.
+_MEMBER = re.compile(
+    r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)[ \t]*=[ \t]*"
+    r"([\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*)[ \t]*(?:;[\t\x20-\x7e]*)?"
+)
+_SETTERS: dict[str, Callable[..., Context]] = {SESSION_ID: set_session, USER_ID: set_user}
+
+
+def _byte_length(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _member_key(member: str) -> str:
+    return unquote(member.partition("=")[0].strip(" \t"))
+
+
+def _dropped(member: str, reason: str) -> None:
+    """Log a dropped incoming member: a warning when it would have carried one of our ids."""
+    key = _member_key(member)
+    level = logging.WARNING if key in _PROPAGATED else logging.DEBUG
+    logger.log(level, "convotel: incoming baggage member %.64r dropped: %s", key, reason)
+
+
 def _parse_baggage(header: str) -> dict[str, str]:
-    entries: dict[str, str] = {}
-    for member in header[:_MAX_HEADER_LENGTH].split(","):
-        key, separator, rest = member.partition("=")
-        if not separator:
+    """The decoded members of a ``baggage`` header within the W3C limits (see above)."""
+    if _byte_length(header) > _MAX_HEADER_LENGTH:
+        logger.warning(
+            "convotel: incoming baggage header of %d bytes is over the %d-byte limit; ignored "
+            "whole, no session or user id restored from it",
+            _byte_length(header),
+            _MAX_HEADER_LENGTH,
+        )
+        return {}
+    members = []
+    for member in header.split(","):
+        if not member.strip(" \t"):
             continue
-        value = rest.split(";", 1)[0]
-        entries[unquote(key.strip())] = unquote(value.strip())
+        if not member.isascii():
+            _dropped(member, "it holds characters that are not ASCII")
+        elif _byte_length(member) > _MAX_MEMBER_LENGTH:
+            _dropped(member, f"it is over the {_MAX_MEMBER_LENGTH}-byte limit")
+        else:
+            members.append(member)
+    for member in members[_MAX_MEMBERS:]:
+        _dropped(member, f"the header has more than {_MAX_MEMBERS} members")
+    entries: dict[str, str] = {}
+    for member in members[:_MAX_MEMBERS]:
+        match = _MEMBER.fullmatch(member)
+        if match is None:
+            _dropped(member, "it is not key=value")
+            continue
+        try:
+            key, value = (unquote(part, errors="strict") for part in match.group(1, 2))
+        except UnicodeDecodeError:
+            _dropped(member, "its percent-encoding is not UTF-8")
+            continue
+        entries[key] = value
     return entries
+
+
+def _refusal(key: str, value: object) -> str | None:
+    """Why the receiving side would refuse this id (``None`` if it would restore it)."""
+    try:
+        _SETTERS[key](Context(), value, strict=True)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 class SessionBaggagePropagator(TextMapPropagator):
@@ -172,7 +236,11 @@ class SessionBaggagePropagator(TextMapPropagator):
         ))
 
     or ``OTEL_PROPAGATORS=tracecontext,baggage,convotel_session``. Incoming ids are validated like
-    any other id (bad ones are dropped) and become the context's session and user.
+    any other id (bad ones are dropped) and become the context's session and user. Both sides keep
+    to the W3C limits as OpenTelemetry does (8,192 bytes per header, 180 members, 4,096 bytes per
+    member): an oversized incoming header is ignored whole, an oversized member dropped, and an id
+    that would not fit beside the baggage already in the header is not sent (with a warning);
+    other baggage is never dropped to make room.
     """
 
     def inject(
@@ -181,18 +249,50 @@ class SessionBaggagePropagator(TextMapPropagator):
         context: Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
+        try:
+            self._inject(carrier, context, setter)
+        except Exception:  # never break the outgoing request
+            logger.debug("convotel: could not write the baggage header", exc_info=True)
+
+    def _inject(self, carrier: CarrierT, context: Context | None, setter: Setter[CarrierT]) -> None:
         ctx = context if context is not None else context_api.get_current()
         ours = {key: value for key, value in get_attributes_from_context(ctx) if key in _PROPAGATED}
         if not ours:
             return
-        kept = []
         existing = carrier.get(_BAGGAGE_HEADER) if isinstance(carrier, Mapping) else None
-        if isinstance(existing, str) and existing:
-            for member in existing.split(","):
-                if unquote(member.partition("=")[0].strip()) not in ours:
-                    kept.append(member.strip())
-        kept += [f"{quote(key)}={quote(str(value), safe='')}" for key, value in ours.items()]
-        setter.set(carrier, _BAGGAGE_HEADER, ",".join(kept))
+        members = []
+        if isinstance(existing, str):  # a stale session.id / user.id member never goes out
+            members = [
+                member.strip(" \t")
+                for member in existing.split(",")
+                if member.strip(" \t") and _member_key(member) not in ours
+            ]
+        length = _byte_length(",".join(members))
+        for key, value in ours.items():
+            refusal = _refusal(key, value)
+            if refusal is not None:
+                logger.debug("convotel: %s not sent in baggage: %s", key, refusal)
+                continue
+            member = f"{quote(key)}={quote(str(value), safe='')}"
+            added = len(member) + (1 if members else 0)  # quote() output is ASCII
+            if (
+                len(member) > _MAX_MEMBER_LENGTH
+                or len(members) >= _MAX_MEMBERS
+                or length + added > _MAX_HEADER_LENGTH
+            ):
+                logger.warning(
+                    "convotel: %s not sent in the baggage header: it would take the header past "
+                    "the W3C limits (%d bytes, %d members, %d bytes per member)",
+                    key,
+                    _MAX_HEADER_LENGTH,
+                    _MAX_MEMBERS,
+                    _MAX_MEMBER_LENGTH,
+                )
+                continue
+            members.append(member)
+            length += added
+        if members or existing:
+            setter.set(carrier, _BAGGAGE_HEADER, ",".join(members))
 
     def extract(
         self,
@@ -201,18 +301,22 @@ class SessionBaggagePropagator(TextMapPropagator):
         getter: Getter[CarrierT] = default_getter,
     ) -> Context:
         ctx = context if context is not None else context_api.get_current()
-        headers = getter.get(carrier, _BAGGAGE_HEADER) or []
-        entries: dict[str, str] = {}
-        for header in headers:
-            entries.update(_parse_baggage(header))
-        session_id, user_id = entries.get(SESSION_ID), entries.get(USER_ID)
         try:
-            if session_id is not None:
-                ctx = set_session(ctx, session_id, strict=True)
-            if user_id is not None:
-                ctx = set_user(ctx, user_id, strict=True)
-        except ValueError as exc:
-            logger.debug("convotel: ignoring a bad id in incoming baggage: %s", exc)
+            headers = [value for value in getter.get(carrier, _BAGGAGE_HEADER) or [] if value]
+            if not headers:
+                return ctx
+            # Several baggage header lines are one comma-separated list (RFC 9110).
+            entries = _parse_baggage(",".join(str(header) for header in headers))
+        except Exception:  # never break the incoming request
+            logger.debug("convotel: could not read the baggage header", exc_info=True)
+            return ctx
+        for key, setter in _SETTERS.items():
+            if key not in entries:
+                continue
+            try:
+                ctx = setter(ctx, entries[key], strict=True)
+            except ValueError as exc:
+                logger.debug("convotel: ignoring a bad id in incoming baggage: %s", exc)
         return ctx
 
     @property
