@@ -5,6 +5,7 @@ LLM server, convotel's OpenAI instrumentor and SessionSpanProcessor."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -114,3 +115,120 @@ def test_a_streamed_reply_is_in_the_session_with_its_text_and_tokens(
     billed = billed_usage(llm_server)
     assert llm.attributes["llm.token_count.prompt"] == billed.prompt_tokens
     assert llm.attributes["llm.token_count.completion"] == billed.completion_tokens
+
+
+def test_a_tool_calling_turn_takes_its_input_from_the_first_call_and_its_output_from_the_last(
+    web_provider: TracerProvider, span_exporter: InMemorySpanExporter, llm_server: FakeLLMServer
+) -> None:
+    app = chat_service(web_provider, llm_server.openai_base_url)
+    with LiveASGIServer(app) as server:
+        response = httpx.post(
+            f"{server.url}/chat",
+            json={"messages": ask("What is the weather in Lisbon right now?"), "tools": True},
+            headers={"x-session-id": "sess-tools", "x-user-id": "chloe"},
+        )
+    spans = wait_for_spans(span_exporter, one_trace)
+    calls = llm_spans(spans)
+    assert len(calls) == 2  # the tool call, then the answer with the tool's result
+    assert "llm.output_messages.0.message.tool_calls.0.tool_call.function.name" in (
+        calls[0].attributes
+    )
+    root = server_root(spans)
+    assert root.attributes["input.value"] == "What is the weather in Lisbon right now?"
+    assert root.attributes["output.value"] == response.json()["reply"] != ""
+
+
+def test_values_the_application_set_on_the_root_are_kept(
+    web_provider: TracerProvider, span_exporter: InMemorySpanExporter, llm_server: FakeLLMServer
+) -> None:
+    app = chat_service(web_provider, llm_server.openai_base_url)
+    with LiveASGIServer(app) as server:
+        response = httpx.post(
+            f"{server.url}/chat",
+            json={"messages": ask("Any museums?"), "root_input": "set by the app"},
+            headers={"x-session-id": "sess-own-input"},
+        )
+    spans = wait_for_spans(span_exporter, one_trace)
+    root = server_root(spans)
+    assert root.attributes["input.value"] == "set by the app"
+    assert root.attributes["output.value"] == response.json()["reply"]
+
+
+@pytest.mark.parametrize(
+    ("options", "headers", "cookies", "expected"),
+    [
+        ({}, {"x-session-id": "s-h", "x-user-id": "u-h"}, {}, ("s-h", "u-h")),
+        (
+            {"session_cookie": "chat_session", "user_cookie": "uid"},
+            {},
+            {"chat_session": "s-c", "uid": "u-c"},
+            ("s-c", "u-c"),
+        ),
+        (  # the header wins over the cookie
+            {"session_cookie": "chat_session"},
+            {"x-session-id": "s-h"},
+            {"chat_session": "s-c"},
+            ("s-h", None),
+        ),
+        (
+            {"ids": lambda scope: (scope["path"].rsplit("/", 1)[-1], "u-fn")},
+            {"x-session-id": "ignored"},
+            {},
+            ("stream", "u-fn"),
+        ),
+        (
+            {"session_header": "X-Conversation"},
+            {"x-conversation": "s-custom"},
+            {},
+            ("s-custom", None),
+        ),
+    ],
+    ids=["headers", "cookies", "header-over-cookie", "callable", "custom-header"],
+)
+def test_the_middleware_takes_the_ids_from_headers_cookies_or_a_callable(
+    web_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    llm_server: FakeLLMServer,
+    options: dict[str, Any],
+    headers: dict[str, str],
+    cookies: dict[str, str],
+    expected: tuple[str | None, str | None],
+) -> None:
+    app = chat_service(web_provider, llm_server.openai_base_url, middleware_options=options)
+    with LiveASGIServer(app) as server, httpx.Client(cookies=cookies) as client:
+        response = client.post(
+            f"{server.url}/chat/stream", json={"messages": ask("Hello!")}, headers=headers
+        )
+    assert response.status_code == 200
+    spans = wait_for_spans(span_exporter, one_trace)
+    assert {s.attributes.get("session.id") for s in spans} == {expected[0]}
+    assert {s.attributes.get("user.id") for s in spans} == {expected[1]}
+
+
+@pytest.mark.parametrize(
+    ("headers", "options"),
+    [
+        ({"x-session-id": "", "x-user-id": ""}, {}),
+        ({}, {"ids": lambda scope: 1 / 0}),
+        ({"cookie": 'chat_session="unterminated'}, {"session_cookie": "chat_session"}),
+    ],
+    ids=["blank-ids", "callable-raises", "bad-cookie"],
+)
+def test_bad_or_missing_ids_never_fail_the_request(
+    web_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    llm_server: FakeLLMServer,
+    headers: dict[str, str],
+    options: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONVOTEL_STRICT", "true")  # even when bad ids raise in the app's code
+    app = chat_service(web_provider, llm_server.openai_base_url, middleware_options=options)
+    with LiveASGIServer(app) as server:
+        response = httpx.post(f"{server.url}/chat", json={"messages": ask("Hi")}, headers=headers)
+    assert response.status_code == 200
+    assert response.json()["reply"]
+    spans = wait_for_spans(span_exporter, one_trace)
+    assert {s.attributes.get("session.id") for s in spans} == {None}
+    assert {s.attributes.get("user.id") for s in spans} == {None}
+    assert server_root(spans).attributes["output.value"] == response.json()["reply"]

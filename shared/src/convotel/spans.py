@@ -55,13 +55,12 @@ __all__ = [
     "StreamError",
     "StreamOutcome",
     "StreamProxy",
+    "StreamWatch",
     "Tracing",
     "active_call",
     "async_wrapper",
-    "close_streams",
     "log_once",
     "sync_wrapper",
-    "watch_streams",
 ]
 
 logger = logging.getLogger("convotel")
@@ -553,27 +552,37 @@ def async_wrapper(get_tracing: Callable[[], Tracing], endpoint: Endpoint) -> Wra
 # --- stream proxies ---------------------------------------------------------------------------
 
 
-def watch_streams(context: Context) -> tuple[Context, weakref.WeakSet[_StreamState]]:
-    """A context in which every stream the instrumentors return is also put in the returned set.
+class StreamWatch:
+    """The streams the instrumentors return within one unit of work, such as a web request.
 
-    A web request uses it so that, when its client goes away, :func:`close_streams` can end the
-    model streams the request left open (no longer read by anyone) instead of waiting for the
-    garbage collector.
+    ``context = watch.install(context)``; when the reader of those streams goes away (a web
+    client disconnects), :meth:`reader_gone` says so: from then on a watched stream that is
+    garbage-collected unfinished ends as closed early (with the partial reply and the given
+    attributes) rather than abandoned, and :meth:`close_open` ends the ones still open. The
+    streams themselves are left to their owner.
     """
-    streams: weakref.WeakSet[_StreamState] = weakref.WeakSet()
-    return context_api.set_value(_WATCHED_STREAMS_KEY, streams, context), streams
 
+    __slots__ = ("_streams", "stop_attributes")
 
-def close_streams(streams: Iterable[_StreamState], attributes: Mapping[str, Any]) -> int:
-    """End the spans of the still-open ``streams`` as closed early, with the partial reply and
-    ``attributes``; the streams themselves are left to their owner. Returns how many ended."""
-    ended = 0
-    for state in list(streams):
-        if not state.call.ended:
-            state.call.set_attributes(attributes.items(), "closing a watched stream")
-            state.finish(StreamOutcome.CLOSED_EARLY)
-            ended += 1
-    return ended
+    def __init__(self) -> None:
+        self._streams: weakref.WeakSet[_StreamState] = weakref.WeakSet()
+        self.stop_attributes: dict[str, Any] | None = None
+
+    def install(self, context: Context) -> Context:
+        return context_api.set_value(_WATCHED_STREAMS_KEY, self, context)
+
+    def reader_gone(self, attributes: Mapping[str, Any]) -> None:
+        self.stop_attributes = dict(attributes)
+
+    def close_open(self) -> int:
+        """End the still-open watched streams as closed early; returns how many ended."""
+        attributes = self.stop_attributes or {}
+        ended = 0
+        for state in list(self._streams):
+            if not state.call.ended:
+                state.stop(attributes)
+                ended += 1
+        return ended
 
 
 def _stream_stopped(exc: BaseException) -> StreamOutcome:
@@ -586,16 +595,22 @@ def _stream_stopped(exc: BaseException) -> StreamOutcome:
 class _StreamState:
     """What both proxies track: the span, the accumulator, and whether the first chunk came."""
 
-    __slots__ = ("__weakref__", "accumulator", "call", "exhausted", "started")
+    __slots__ = ("__weakref__", "accumulator", "call", "exhausted", "started", "watch")
 
     def __init__(self, call: CallSpan, accumulator: StreamAccumulator) -> None:
         self.call = call
         self.accumulator = accumulator
         self.started = False
         self.exhausted = False
-        watched = context_api.get_value(_WATCHED_STREAMS_KEY)
-        if isinstance(watched, weakref.WeakSet):
-            watched.add(self)
+        watch = context_api.get_value(_WATCHED_STREAMS_KEY)
+        self.watch = watch if isinstance(watch, StreamWatch) else None
+        if self.watch is not None:
+            self.watch._streams.add(self)
+
+    def stop(self, attributes: Mapping[str, Any]) -> None:
+        """End as closed early because the reader went away, recording ``attributes``."""
+        self.call.set_attributes(attributes.items(), "stopping a watched stream")
+        self.finish(StreamOutcome.CLOSED_EARLY)
 
     def deliver(self, chunk: Any) -> bool:
         """Feed one chunk to the accumulator; ``False`` means hide it from the application."""
@@ -768,5 +783,10 @@ def _end_abandoned(proxy: Any) -> None:
         state = proxy._self_state
     except (AttributeError, ValueError):  # __init__ did not complete
         return
-    if not state.call.ended:
+    if state.call.ended:
+        return
+    stopped = state.watch.stop_attributes if state.watch is not None else None
+    if stopped is not None:  # its reader went away (a web client disconnected)
+        state.stop(stopped)
+    else:
         state.finish(StreamOutcome.ABANDONED)

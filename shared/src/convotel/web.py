@@ -14,7 +14,8 @@ server span (and every other span of the trace) joins the session too.
 
 Ids follow the rules of ``using_session``: a missing id sets nothing; an empty, whitespace-only or
 over-long id is handled as documented there (a warning, nothing set, or truncated); nothing about
-an id ever fails the request. A callable that raises is logged and the request goes on without ids.
+an id ever fails the request. A callable that raises is logged and the headers and cookies
+are used as if it had returned nothing.
 
 **Clients that go away** (ASGI): when the client disconnects before the response is complete, the
 request's root span gets ``convotel.client.disconnected = true`` and a ``client disconnected``
@@ -35,7 +36,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 
 from convotel.context import set_session, set_user
-from convotel.spans import close_streams, watch_streams
+from convotel.spans import StreamWatch
 from convotel.turns import has_joiners, join_current_trace
 
 __all__ = [
@@ -114,7 +115,8 @@ class _RequestIds:
             session_id, user_id = self.ids(request)
         except Exception:
             logger.warning(
-                "convotel: the ids callable raised; request left without ids", exc_info=True
+                "convotel: the ids callable raised; using the headers and cookies only",
+                exc_info=True,
             )
             return None, None
         return session_id, user_id
@@ -176,9 +178,8 @@ class SessionMiddleware:
         if ctx is None:
             await self.app(scope, receive, send)
             return
-        ctx, streams = watch_streams(ctx)
         request = _RequestWatch(trace_api.get_current_span(ctx))
-        token = _enter(ctx)
+        token = _enter(request.streams.install(ctx))
         try:
             await self.app(scope, request.receive(receive), request.send(send))
         except OSError:  # the server's "client disconnected" (uvicorn, hypercorn) is an OSError
@@ -186,7 +187,7 @@ class SessionMiddleware:
             raise
         finally:
             context_api.detach(token)  # type: ignore[arg-type]
-            request.finish(streams)
+            request.finish()
 
 
 def _asgi_header_reader(scope: Mapping[str, Any]) -> Callable[[str], str | None]:
@@ -203,10 +204,11 @@ def _asgi_header_reader(scope: Mapping[str, Any]) -> Callable[[str], str | None]
 class _RequestWatch:
     """Watches one ASGI request for a client that goes away before the response is complete."""
 
-    __slots__ = ("complete", "disconnected", "root")
+    __slots__ = ("complete", "disconnected", "root", "streams")
 
     def __init__(self, root: trace_api.Span) -> None:
         self.root = root
+        self.streams = StreamWatch()
         self.complete = False
         self.disconnected = False
 
@@ -232,16 +234,17 @@ class _RequestWatch:
         return watched_send
 
     def client_gone(self) -> None:
-        if not self.complete:
+        if not self.complete and not self.disconnected:
             self.disconnected = True
+            self.streams.reader_gone({CLIENT_DISCONNECTED: True})
 
-    def finish(self, streams: Iterable[Any]) -> None:
+    def finish(self) -> None:
         if not self.disconnected:
             return
         try:
             self.root.set_attribute(CLIENT_DISCONNECTED, True)
             self.root.add_event(_DISCONNECT_EVENT)
-            close_streams(streams, {CLIENT_DISCONNECTED: True})
+            self.streams.close_open()
         except Exception:
             logger.debug("convotel: could not record a client disconnect", exc_info=True)
 
