@@ -23,7 +23,6 @@ from typing import TypeAlias
 
 from openinference.semconv.trace import (
     MessageAttributes,
-    MessageContentAttributes,
     OpenInferenceMimeTypeValues,
     OpenInferenceSpanKindValues,
     SpanAttributes,
@@ -36,6 +35,8 @@ from opentelemetry.semconv.attributes.exception_attributes import (
 )
 from opentelemetry.trace import format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
+
+from convotel.turns import reply_text, turn_input_text
 
 __all__ = [
     "Session",
@@ -54,6 +55,8 @@ __all__ = [
 _LLM_KIND = OpenInferenceSpanKindValues.LLM.value
 _JSON_MIME = OpenInferenceMimeTypeValues.JSON.value
 _EXCEPTION_EVENT = "exception"
+#: Written by ``convotel.web`` on the root of a request whose client went away mid-response.
+_CLIENT_DISCONNECTED = "convotel.client.disconnected"
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,11 @@ class Turn:
         return self.root.duration_ns
 
     @property
+    def client_disconnected(self) -> bool:
+        """The web client went away before the reply was complete (``convotel.web``)."""
+        return self.root.attributes.get(_CLIENT_DISCONNECTED) is True
+
+    @property
     def spans_without_session(self) -> tuple[SpanRecord, ...]:
         return tuple(span for span in self.spans if span.session_id is None)
 
@@ -371,32 +379,27 @@ def build_turn(trace_spans: Sequence[SpanRecord]) -> Turn:
 
 
 def _turn_input(root: SpanRecord, llm_spans: Sequence[SpanRecord]) -> str | None:
-    """The root's text input, else the user's last message to the first model call."""
+    """The root's text input, else the turn rule of :mod:`convotel.turns` over the model calls:
+    the newest user message of the first call that has one."""
     text = _plain_text(root, SpanAttributes.INPUT_VALUE, SpanAttributes.INPUT_MIME_TYPE)
     if text is not None:
         return text
     for span in llm_spans:
-        user_messages = [
-            content
-            for role, content in _messages(span, SpanAttributes.LLM_INPUT_MESSAGES)
-            if role == "user" and content
-        ]
-        if user_messages:
-            return user_messages[-1]
+        text = turn_input_text(span.attributes)
+        if text:
+            return text
     return _raw_value(root, llm_spans[:1], SpanAttributes.INPUT_VALUE)
 
 
 def _turn_output(root: SpanRecord, llm_spans: Sequence[SpanRecord]) -> str | None:
-    """The root's text output, else the last model call's reply."""
+    """The root's text output, else the reply text of the last model call that has one."""
     text = _plain_text(root, SpanAttributes.OUTPUT_VALUE, SpanAttributes.OUTPUT_MIME_TYPE)
     if text is not None:
         return text
     for span in reversed(llm_spans):
-        replies = [
-            content for _, content in _messages(span, SpanAttributes.LLM_OUTPUT_MESSAGES) if content
-        ]
-        if replies:
-            return replies[0]
+        text = reply_text(span.attributes)
+        if text:
+            return text
     return _raw_value(root, llm_spans[-1:], SpanAttributes.OUTPUT_VALUE)
 
 
@@ -413,26 +416,6 @@ def _raw_value(root: SpanRecord, llm_spans: Sequence[SpanRecord], key: str) -> s
         if isinstance(value, str) and value:
             return value
     return None
-
-
-def _messages(span: SpanRecord, prefix: str) -> Iterator[tuple[str | None, str | None]]:
-    """(role, text) of each message under ``prefix`` in index order."""
-    for fields in _indexed(span.attributes, prefix).values():
-        role = fields.get(MessageAttributes.MESSAGE_ROLE)
-        yield (role if isinstance(role, str) else None), _message_text(fields)
-
-
-def _message_text(fields: Mapping[str, AttributeValue]) -> str | None:
-    content = fields.get(MessageAttributes.MESSAGE_CONTENT)
-    if isinstance(content, str):
-        return content
-    parts = _indexed(fields, MessageAttributes.MESSAGE_CONTENTS)
-    texts = [
-        text
-        for part in parts.values()
-        if isinstance(text := part.get(MessageContentAttributes.MESSAGE_CONTENT_TEXT), str)
-    ]
-    return "\n".join(texts) if texts else None
 
 
 def _tool_calls(span: SpanRecord) -> Iterator[ToolCall]:
