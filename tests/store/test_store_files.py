@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from store_spans import SpanMaker
 
 from convotel.store import (
@@ -277,3 +277,56 @@ def test_an_unwritable_location_gives_a_clear_error(
     assert exporter.last_error is not None
     assert "cannot create its folder" in str(exporter.last_error)
     assert str(blocker / "spans.sqlite3") in str(exporter.last_error)
+
+
+def damage_schema_text(path: Path) -> None:
+    """Overwrite 6 bytes of the stored ``CREATE TABLE`` text with bytes that are not UTF-8."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"CREATE TABLE spans (") + len(b"CREATE TABLE spans (")
+    data[at : at + 6] = b"'\xb3\xee\x16\x13\xc4"
+    path.write_bytes(bytes(data))
+
+
+def test_schema_text_that_is_not_utf8_is_corrupt_and_never_raises_into_the_application(
+    store_path: Path, new_turn: list[ReadableSpan], caplog: pytest.LogCaptureFixture
+) -> None:
+    exporter = SQLiteSpanExporter(store_path)
+    assert exporter.export(new_turn) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    damage_schema_text(store_path)
+    before = digest(store_path)
+
+    with pytest.raises(StoreCorruptError) as caught:
+        SpanStore(store_path)
+    later = SQLiteSpanExporter(store_path, busy_timeout=0.05)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(later))
+    with caplog.at_level(logging.ERROR, logger="convotel.store"):
+        provider.get_tracer("app").start_span("turn").end()  # exported at once, and failing
+        assert later.force_flush() is False
+        provider.shutdown()
+
+    assert_names_file_and_advice(caught.value, store_path, "Move it aside")
+    assert "malformed database schema (spans)" in str(caught.value)
+    assert isinstance(later.last_error, StoreCorruptError)
+    assert "1 spans could not be written before shutdown" in caplog.text
+    assert digest(store_path) == before
+
+
+def test_a_row_that_is_not_json_is_reported_as_corrupt_naming_the_span(
+    store_path: Path, new_turn: list[ReadableSpan]
+) -> None:
+    exporter = SQLiteSpanExporter(store_path)
+    assert exporter.export(new_turn) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    connection = sqlite3.connect(store_path)
+    (span_id,) = connection.execute("SELECT span_id FROM spans WHERE name = 'chat_turn'").fetchone()
+    connection.execute("UPDATE spans SET events = '[{\"name\": ' WHERE span_id = ?", (span_id,))
+    connection.commit()
+    connection.close()
+
+    with pytest.raises(StoreCorruptError) as caught, SpanStore(store_path) as store:
+        store.sessions()
+
+    assert_names_file_and_advice(caught.value, store_path, "Move it aside")
+    assert f"span '{span_id}'" in str(caught.value)

@@ -9,10 +9,11 @@ Point an application at it with::
 The file (``$CONVOTEL_STORE``, else ``.convotel/spans.sqlite3`` under the working directory) is
 safe for several writers at once (threads and processes): WAL journal, a busy timeout, one short
 transaction per batch, retries while the database is locked. Spans that cannot be written yet stay
-in memory and are retried on the next export, so a lock held for a while loses nothing. The schema
-is versioned with ``PRAGMA user_version`` and migrated forward in place; a file this version cannot
-read (corrupt, newer, not a convotel store) raises a :class:`StoreError` naming the file and what to
-do, and is never modified.
+in memory and are retried on the next export, so a lock held for a while loses nothing; a value
+SQLite cannot take never holds up the others (text that is not valid UTF-8, such as a lone
+surrogate, is stored with U+FFFD in its place). The schema is versioned with ``PRAGMA
+user_version`` and migrated forward in place; a file this version cannot read (corrupt, newer, not a
+convotel store) raises a :class:`StoreError` naming the file and what to do, and is never modified.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -64,6 +66,16 @@ APPLICATION_ID = 0x43565453  # "CVTS"
 _INSERT_CHUNK = 500  # spans per write transaction: keeps every lock short
 _QUERY_CHUNK = 400  # ids per `IN (...)` clause
 _SESSION_PAGE = 100  # sessions assembled at a time when listing
+_MAX_DETAIL = 200  # characters of SQLite's message quoted in an error
+
+# What the sqlite3 module raises for a file it cannot use. It raises UnicodeDecodeError instead of
+# sqlite3.Error when SQLite's message quotes bytes that are not UTF-8 (e.g. a damaged schema).
+_SQLITE_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+# What binding a value SQLite cannot store raises: text that is not valid UTF-8 (a lone
+# surrogate), an integer beyond 64 bits, a value over SQLite's size limit.
+_UNSTORABLE = (UnicodeEncodeError, OverflowError, sqlite3.DataError)
+# A JSON escape of a UTF-16 surrogate (text written by another program may hold lone ones).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 _T = TypeVar("_T")
 
@@ -227,21 +239,33 @@ def _foreign(path: Path, what: str) -> StoreSchemaError:
     )
 
 
-def _translate(error: sqlite3.Error, path: Path) -> StoreError:
-    """Map a sqlite3 error to the typed error a user can act on."""
+def _message(error: Exception) -> str:
+    """SQLite's message, on one line and short (it may quote a whole damaged schema)."""
+    if isinstance(error, UnicodeDecodeError) and isinstance(error.object, bytes):
+        text = error.object.decode("utf-8", "replace")  # the message SQLite could not hand over
+    else:
+        text = str(error)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+def _translate(error: Exception, path: Path) -> StoreError:
+    """Map an error from the sqlite3 module to the typed error a user can act on."""
     code = str(getattr(error, "sqlite_errorname", "") or "")
-    text = str(error).lower()
+    detail = _message(error)
+    text = detail.lower()
     if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text or "busy" in text:
-        return _locked(path, error)
+        return _locked(path, detail)
     if (
         code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+        or isinstance(error, UnicodeDecodeError)  # text in the file that is not UTF-8
         or "not a database" in text
         or "malformed" in text
     ):
-        return _corrupt(path, error)
+        return _corrupt(path, detail)
     return StoreError(
         path,
-        f"SQLite error: {error}",
+        f"SQLite error: {detail}",
         "Check that the file and its folder are readable and writable and the disk is not full",
     )
 
@@ -257,7 +281,7 @@ def _retry_while_locked(operation: Callable[[], _T], path: Path, patience: float
     while True:
         try:
             return operation()
-        except sqlite3.Error as exc:
+        except _SQLITE_ERRORS as exc:
             error = _translate(exc, path)
             remaining = deadline - time.monotonic()
             if not isinstance(error, StoreLockedError) or remaining <= 0:
@@ -301,14 +325,20 @@ def open_connection(path: Path, *, create: bool, busy_timeout: float) -> sqlite3
             check_same_thread=False,
             uri=not create,
         )
-    except sqlite3.Error as exc:
+    except _SQLITE_ERRORS as exc:
         raise _translate(exc, path) from exc
+    connection.text_factory = _decode_text
     try:
         _retry_while_locked(lambda: _prepare(connection, path), path, busy_timeout)
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _decode_text(data: bytes) -> str:
+    """SQLite text as str; bytes that are not UTF-8 (a damaged or foreign row) become U+FFFD."""
+    return data.decode("utf-8", "replace")
 
 
 def _header(connection: sqlite3.Connection) -> tuple[int, int]:
@@ -386,8 +416,35 @@ def _dumps(value: object) -> str:
     return json.dumps(_jsonable(value), ensure_ascii=False, separators=(",", ":"))
 
 
-def _attributes_from_json(text: str) -> dict[str, AttributeValue]:
+def _valid_text(text: str) -> str:
+    """``text`` as valid Unicode: a surrogate pair becomes its character, lone ones U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _storable(row: SpanRow) -> SpanRow:
+    """``row`` with every text column made valid UTF-8 (see :func:`_valid_text`)."""
+    return tuple(_valid_text(value) if isinstance(value, str) else value for value in row)
+
+
+def _valid_strings(value: Any) -> Any:
+    """Loaded JSON with every string made valid Unicode."""
+    if isinstance(value, str):
+        return _valid_text(value)
+    if isinstance(value, list):
+        return [_valid_strings(item) for item in value]
+    if isinstance(value, dict):
+        return {_valid_text(key): _valid_strings(item) for key, item in value.items()}
+    return value
+
+
+def _loads(text: str) -> Any:
+    """A JSON column; lone surrogates escaped in it (by another writer) come back as U+FFFD."""
     loaded = json.loads(text)
+    return _valid_strings(loaded) if _SURROGATE_ESCAPE.search(text) else loaded
+
+
+def _attributes_from_json(text: str) -> dict[str, AttributeValue]:
+    loaded = _loads(text)
     if not isinstance(loaded, dict):
         return {}
     return {str(key): _tuples(value) for key, value in loaded.items()}
@@ -439,7 +496,7 @@ def record_from_row(row: Sequence[Any]) -> SpanRecord:
                 str(key): _tuples(value) for key, value in (event.get("attributes") or {}).items()
             },
         )
-        for event in json.loads(values["events"])
+        for event in _loads(values["events"])
         if isinstance(event, dict)
     )
     return SpanRecord(
@@ -468,10 +525,13 @@ _CONNECTIONS_LEFT_BY_FORK: list[sqlite3.Connection] = []
 class SQLiteSpanExporter(SpanExporter):
     """Writes finished spans to the SQLite store; meant for ``BatchSpanProcessor``.
 
-    Never raises: a failed export returns ``SpanExportResult.FAILURE``, logs the reason once
-    (until the store works again) and keeps the spans in memory (up to ``max_pending_spans``) to
-    write them on the next export, ``force_flush()`` or ``shutdown()``. ``last_error`` holds the
-    latest :class:`StoreError`.
+    Never raises (``export``, ``force_flush``, ``shutdown``): a failed export returns
+    ``SpanExportResult.FAILURE``, logs the reason once (until the store works again) and keeps the
+    spans in memory (up to ``max_pending_spans``) to write them on the next export,
+    ``force_flush()`` or ``shutdown()``. ``last_error`` holds the latest :class:`StoreError`. A
+    span SQLite cannot take never holds up the others: its text that is not valid UTF-8 is stored
+    with U+FFFD in place of the bad code points, and a span still unstorable (an integer beyond 64
+    bits) is dropped with an error and counted in ``dropped_spans``.
     """
 
     def __init__(
@@ -526,20 +586,26 @@ class SQLiteSpanExporter(SpanExporter):
         with self._lock:
             if self._shut_down:
                 return
+            self._shut_down = True
             if self._pending and not self._write_pending():
                 logger.error(
                     "%d spans could not be written before shutdown and are lost: %s",
                     len(self._pending),
                     self.last_error,
                 )
-            self._shut_down = True
             self._close_connection()
 
     def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shut_down:
             logger.debug("export to %s after shutdown ignored", self.path)
             return SpanExportResult.FAILURE
-        rows = [span_row(span) for span in spans]
+        rows: list[SpanRow] = []
+        unconvertible: list[Exception] = []
+        for span in spans:  # one span that cannot be converted never holds up the others
+            try:
+                rows.append(span_row(span))
+            except Exception as exc:  # noqa: BLE001 - a bug: reported below, the span dropped
+                unconvertible.append(exc)
         with self._lock:
             self._pending.extend(rows)
             overflow = len(self._pending) - self._max_pending
@@ -553,26 +619,51 @@ class SQLiteSpanExporter(SpanExporter):
                     self._max_pending,
                 )
             ok = self._write_pending()
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+            if unconvertible:
+                self.dropped_spans += len(unconvertible)
+                problem = f"unexpected {unconvertible[0]!r}; {len(unconvertible)} spans dropped"
+                self._report(StoreError(self.path, problem, "Please report this bug"))
+        return SpanExportResult.SUCCESS if ok and not unconvertible else SpanExportResult.FAILURE
 
     def _write_pending(self) -> bool:
         """Write the pending spans in short transactions; the caller holds ``_lock``."""
+        had_pending = bool(self._pending)
         try:
             connection = self._ensure_connection()
             while self._pending:
                 chunk = self._pending[:_INSERT_CHUNK]
-                _retry_while_locked(
+                unstorable = _retry_while_locked(
                     partial(_insert, connection, chunk), self.path, self._busy_timeout
                 )
                 del self._pending[: len(chunk)]
+                self._drop_unstorable(unstorable)
         except StoreError as error:
             self._close_connection()
             self._report(error)
             return False
-        if self._failing:
+        except Exception as exc:  # noqa: BLE001 - a bug; never raise into the SDK or the app
+            self._close_connection()
+            self._report(StoreError(self.path, f"unexpected {exc!r}", "Please report this bug"))
+            return False
+        if self._failing and had_pending:
             self._failing = False
             logger.warning("span store %s is writable again; pending spans written", self.path)
         return True
+
+    def _drop_unstorable(self, rows: Sequence[tuple[SpanRow, Exception]]) -> None:
+        if not rows:
+            return
+        self.dropped_spans += len(rows)
+        (trace_id, span_id, *_), error = rows[0]
+        logger.error(
+            "span store %s: %d spans hold a value SQLite cannot store and are dropped "
+            "(span %s of trace %s: %s)",
+            self.path,
+            len(rows),
+            span_id,
+            trace_id,
+            error,
+        )
 
     def _report(self, error: StoreError) -> None:
         self.last_error = error
@@ -600,7 +691,12 @@ class SQLiteSpanExporter(SpanExporter):
     def _close_connection(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None and self._connection_pid == os.getpid():
-            connection.close()
+            try:
+                connection.close()
+            except _SQLITE_ERRORS:
+                logger.debug(
+                    "span store %s: closing the connection failed", self.path, exc_info=True
+                )
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -610,15 +706,38 @@ class SQLiteSpanExporter(SpanExporter):
             self._connection = None
 
 
-def _insert(connection: sqlite3.Connection, rows: Sequence[SpanRow]) -> None:
+def _insert(
+    connection: sqlite3.Connection, rows: Sequence[SpanRow]
+) -> list[tuple[SpanRow, Exception]]:
+    """Write ``rows`` in one transaction; returns those SQLite cannot take even repaired."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        connection.executemany(_INSERT_SQL, rows)
+        try:
+            connection.executemany(_INSERT_SQL, rows)
+            unstorable = []
+        except _UNSTORABLE:  # the rare row with such a value: repair it, write the rest one by one
+            unstorable = _insert_one_by_one(connection, rows)
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
+    return unstorable
+
+
+def _insert_one_by_one(
+    connection: sqlite3.Connection, rows: Sequence[SpanRow]
+) -> list[tuple[SpanRow, Exception]]:
+    unstorable: list[tuple[SpanRow, Exception]] = []
+    for row in rows:  # rows written before the failure are ignored again (INSERT OR IGNORE)
+        try:
+            try:
+                connection.execute(_INSERT_SQL, row)
+            except UnicodeEncodeError:
+                connection.execute(_INSERT_SQL, _storable(row))
+        except _UNSTORABLE as exc:
+            unstorable.append((row, exc))
+    return unstorable
 
 
 # -------------------------------------------------------------------------------------- reader
@@ -651,11 +770,21 @@ class SpanStore:
         self._connection.close()
 
     def _query(self, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
-        return _retry_while_locked(
-            lambda: self._connection.execute(sql, parameters).fetchall(),
-            self.path,
-            self._busy_timeout,
-        )
+        def run() -> list[Any]:
+            try:
+                return self._connection.execute(sql, parameters).fetchall()
+            except UnicodeEncodeError:  # e.g. an id from argv with undecodable bytes
+                repaired = [_valid_text(p) if isinstance(p, str) else p for p in parameters]
+                return self._connection.execute(sql, repaired).fetchall()
+
+        return _retry_while_locked(run, self.path, self._busy_timeout)
+
+    def _record(self, row: Sequence[Any]) -> SpanRecord:
+        try:
+            return record_from_row(row)
+        except (ValueError, TypeError, AttributeError) as exc:  # a damaged row
+            detail = f"span {row[1]!r} of trace {row[0]!r} cannot be read: {exc}"
+            raise _corrupt(self.path, detail) from exc
 
     def span_count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM spans")[0][0])
@@ -663,12 +792,12 @@ class SpanStore:
     def spans(self, trace_ids: Iterable[str] | None = None) -> list[SpanRecord]:
         """All spans, or those of the given traces, in insertion order."""
         if trace_ids is None:
-            return [record_from_row(row) for row in self._query(f"{_SELECT_SQL} ORDER BY rowid")]
+            return [self._record(row) for row in self._query(f"{_SELECT_SQL} ORDER BY rowid")]
         records: list[SpanRecord] = []
         for chunk in _chunks(list(dict.fromkeys(trace_ids)), _QUERY_CHUNK):
             marks = ", ".join("?" for _ in chunk)
             rows = self._query(f"{_SELECT_SQL} WHERE trace_id IN ({marks}) ORDER BY rowid", chunk)
-            records.extend(record_from_row(row) for row in rows)
+            records.extend(self._record(row) for row in rows)
         return records
 
     def session_ids(
