@@ -302,6 +302,11 @@ def _check_spans(
             assert seen.spans_open_after_gc == [], "the stream's span did not end on gc"
         assert span.status.status_code is StatusCode.UNSET
         assert outcome == "abandoned"
+    elif scenario.shape is Shape.CANCEL_STREAM and driver.proxies_streams:
+        # A cancelled reader stopped reading: closed early with the partial reply, no error.
+        assert span.status.status_code is StatusCode.OK
+        assert outcome == "closed_early"
+        assert "exception" not in [event.name for event in span.events]
     elif error is None:
         assert span.status.status_code is StatusCode.OK
         assert outcome == ("completed" if driver.proxies_streams and streamed else None)

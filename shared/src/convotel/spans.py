@@ -60,6 +60,7 @@ __all__ = [
     "active_call",
     "async_wrapper",
     "log_once",
+    "stream_outcome_for",
     "sync_wrapper",
 ]
 
@@ -585,7 +586,7 @@ class StreamWatch:
         return ended
 
 
-def _stream_stopped(exc: BaseException) -> StreamOutcome:
+def stream_outcome_for(exc: BaseException) -> StreamOutcome:
     """A cancelled task or a closed generator stops reading a stream: early, not an error."""
     if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
         return StreamOutcome.CLOSED_EARLY
@@ -670,7 +671,7 @@ class StreamProxy(ObjectProxy):
                 state.finish(StreamOutcome.COMPLETED)
                 raise
             except BaseException as exc:
-                outcome = _stream_stopped(exc)
+                outcome = stream_outcome_for(exc)
                 state.finish(outcome, exc if outcome is StreamOutcome.ERROR else None)
                 raise
             if state.deliver(chunk):
@@ -719,7 +720,7 @@ class AsyncStreamProxy(ObjectProxy):
                 state.finish(StreamOutcome.COMPLETED)
                 raise
             except BaseException as exc:
-                outcome = _stream_stopped(exc)
+                outcome = stream_outcome_for(exc)
                 state.finish(outcome, exc if outcome is StreamOutcome.ERROR else None)
                 raise
             if state.deliver(chunk):

@@ -55,7 +55,15 @@ from convotel.llama_index.streaming import (
     ContextStreamProxy,
     offer_stream,
 )
-from convotel.spans import STREAM_OUTCOME, CallSpan, Pair, StreamOutcome, Tracing, log_once
+from convotel.spans import (
+    STREAM_OUTCOME,
+    CallSpan,
+    Pair,
+    StreamOutcome,
+    Tracing,
+    log_once,
+    stream_outcome_for,
+)
 
 #: The methods of an LLM that are one model call (the others, e.g. ``predict``, call these).
 LLM_CALLS = frozenset(
@@ -312,10 +320,10 @@ class CallTracker:
     def exception(self, opened: OpenCall, event: Any) -> None:
         if not opened.streaming:
             return
-        if isinstance(event.exception, GeneratorExit):  # the application closed the stream
-            self.finish(opened, StreamOutcome.CLOSED_EARLY, None)
-        else:
-            self.finish(opened, StreamOutcome.ERROR, event.exception)
+        # A closed stream or a cancelled reader ends it early; anything else is an error.
+        outcome = stream_outcome_for(event.exception)
+        error = event.exception if outcome is StreamOutcome.ERROR else None
+        self.finish(opened, outcome, error)
 
     def predict_start(self, opened: OpenCall, event: Any) -> None:
         template = event.template
