@@ -28,9 +28,10 @@ LOCAL_PACKAGES = ["shared", *sorted(f"packages/{p.name}" for p in (ROOT / "packa
 #: Real web stacks for the web-service tests and `convotel demo --serve`: FastAPI/Starlette on
 #: uvicorn and a plain WSGI app, each under OpenTelemetry's own server instrumentation.
 WEB_TOOLS = [
-    "fastapi>=0.110",
+    "fastapi>=0.135",  # fastapi.sse (server-sent events)
     "uvicorn>=0.29",
     "httpx>=0.27",
+    "httpx-sse>=0.4",
     "opentelemetry-instrumentation-fastapi>=0.58b0",
     "opentelemetry-instrumentation-wsgi>=0.58b0",
 ]

@@ -4,6 +4,10 @@ Four users hold seven conversations through the real OpenAI, Mistral and LlamaIn
 conversation inside ``using_session``/``using_user``. Without ``--live`` (or without API keys) the
 SDKs talk to :class:`~convotel.demo.fake_server.FakeLLMServer` on 127.0.0.1. Spans go to the
 embedded SQLite store (``--store``) or to an OTLP/HTTP endpoint such as Phoenix (``--otlp``).
+
+With ``--serve`` the same bots answer inside a real web service instead (FastAPI on uvicorn,
+OpenTelemetry's FastAPI instrumentation on; see :mod:`convotel.demo.web_app`) and the users send
+every turn as an HTTP request: the HTTP server span is each turn's root, not a ``chat_turn`` span.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import importlib
 import importlib.util
 import os
 import secrets
+import shlex
 import socket
 import sys
 import threading
@@ -49,7 +54,13 @@ from convotel.demo.bots import (
     unsupported_features,
 )
 from convotel.demo.fake_server import FakeLLMServer
-from convotel.demo.script import CONVERSATIONS, MISTRAL_MODEL, Conversation, ScriptedTurn
+from convotel.demo.script import (
+    CONVERSATIONS,
+    MISTRAL_MODEL,
+    Conversation,
+    Provider,
+    ScriptedTurn,
+)
 from convotel.propagation import SessionSpanProcessor
 from convotel.sessions import Session, build_sessions
 from convotel.store import SpanStore, SQLiteSpanExporter, StoreError, open_connection
@@ -68,6 +79,13 @@ INSTRUMENTORS = {
 #: SDKs the demo imports only when it needs them: (module, package to install).
 LAZY_SDKS = (("mistralai.client", "mistralai"), ("llama_index.core", "llama-index-core"))
 OTLP_EXPORTER = ("opentelemetry.exporter.otlp.proto.http", "opentelemetry-exporter-otlp-proto-http")
+#: What ``--serve`` needs besides the SDKs (``pip install "convotel[serve]"``).
+WEB_PACKAGES = (
+    ("fastapi.sse", "fastapi>=0.135"),
+    ("uvicorn", "uvicorn"),
+    ("httpx_sse", "httpx-sse"),
+    ("opentelemetry.instrumentation.fastapi", "opentelemetry-instrumentation-fastapi"),
+)
 _PROVIDER_NAMES = {"openai": "OpenAI", "mistral": "Mistral", "llama_index": "LlamaIndex"}
 
 
@@ -103,6 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--run-id",
         metavar="ID",
         help="suffix of this run's session ids (default: random, so runs never merge)",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="run the chatbot as a web service on 127.0.0.1 (FastAPI on uvicorn, streamed turns "
+        "as server-sent events) and send every turn to it over HTTP",
     )
     parser.add_argument(
         "--workers",
@@ -289,10 +313,10 @@ def build_clients(server: FakeLLMServer | None, openai_live: bool, mistral_live:
     return Clients(openai_client, mistral, openai_live, mistral_live)
 
 
-def make_bot(conversation: Conversation, clients: Clients, tracer: Tracer) -> ChatBot:
-    if conversation.provider == "mistral":
+def make_bot(provider: Provider, clients: Clients, tracer: Tracer) -> ChatBot:
+    if provider == "mistral":
         return MistralChatBot(clients.mistral, MISTRAL_MODEL)
-    if conversation.provider == "llama_index":
+    if provider == "llama_index":
         return LlamaIndexChatBot(clients.openai)
     return OpenAIChatBot(clients.openai, tracer, live=clients.openai_live)
 
@@ -374,7 +398,7 @@ def hold_conversation(
         using_metadata(metadata),
         using_tags([DEMO_TAG, conversation.provider]),
     ):
-        bot = make_bot(conversation, clients, tracer)
+        bot = make_bot(conversation.provider, clients, tracer)
         for number, turn in enumerate(conversation.turns, start=1):
             attributes = {
                 SpanAttributes.OPENINFERENCE_SPAN_KIND: OpenInferenceSpanKindValues.CHAIN.value,
@@ -470,10 +494,11 @@ def print_summary(telemetry: Telemetry, outcome: Outcome, out: TextIO) -> None:
 # ----------------------------------------------------------------------------------- run
 
 
-def missing_packages(otlp: bool) -> list[str]:
+def missing_packages(otlp: bool, serve: bool = False) -> list[str]:
     """The packages this run needs that are not installed."""
     missing = []
-    for module, package in (*LAZY_SDKS, *((OTLP_EXPORTER,) if otlp else ())):
+    needed = (*LAZY_SDKS, *((OTLP_EXPORTER,) if otlp else ()), *(WEB_PACKAGES if serve else ()))
+    for module, package in needed:
         try:
             found = importlib.util.find_spec(module) is not None
         except ModuleNotFoundError:
@@ -542,13 +567,52 @@ def play_conversations(
     return outcome
 
 
+def serve_conversations(
+    clients: Clients, telemetry: Telemetry, run_id: str, workers: int, out: TextIO
+) -> Outcome:
+    """Every conversation of the script sent over HTTP to the chatbot served on 127.0.0.1."""
+    from convotel.demo.web_app import ChatService, ServedApp, create_app
+    from convotel.demo.web_users import hold_conversation_over_http
+
+    outcome = Outcome([c.session_id(run_id) for c in CONVERSATIONS])
+    progress = Progress(out)
+    service = ChatService(
+        lambda provider: make_bot(provider, clients, telemetry.tracer),
+        metadata={"demo_run": run_id},
+        tags=(DEMO_TAG,),
+    )
+    app = create_app(service, telemetry.provider)
+    with instrumented(telemetry.provider, out), ServedApp(app) as served:
+        print(
+            f"Chat service (FastAPI on uvicorn): POST {served.url}/chat and "
+            f"{served.url}/chat/stream (server-sent events); the users call it over HTTP.",
+            file=out,
+        )
+        with ThreadPoolExecutor(workers, thread_name_prefix="demo-user") as pool:
+            futures = [
+                pool.submit(
+                    hold_conversation_over_http,
+                    conversation,
+                    session_id,
+                    served.url,
+                    progress,
+                    outcome,
+                )
+                for conversation, session_id in zip(CONVERSATIONS, outcome.session_ids, strict=True)
+            ]
+            for future in futures:
+                future.result()
+    return outcome
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every turn got an answer and every span was delivered."""
     out, err = sys.stdout, sys.stderr
-    missing = missing_packages(bool(args.otlp))
+    missing = missing_packages(bool(args.otlp), args.serve)
     if missing:
         print(
-            f"convotel demo: needs {' and '.join(missing)} (pip install {' '.join(missing)}), "
+            f"convotel demo: needs {' and '.join(missing)} "
+            f"(pip install {' '.join(map(shlex.quote, missing))}), "
             "or run it with `nox -s demo`",
             file=err,
         )
@@ -577,7 +641,8 @@ def run(args: argparse.Namespace) -> int:
         clients = build_clients(server, openai_live, mistral_live)
         try:
             print(_introduction(clients, server, telemetry), file=out)
-            outcome = play_conversations(
+            play = serve_conversations if args.serve else play_conversations
+            outcome = play(
                 clients, telemetry, args.run_id or secrets.token_hex(3), args.workers, out
             )
         finally:

@@ -1,13 +1,14 @@
 """The demo chatbot, once per SDK: it keeps the conversation history and answers one turn at a time.
 
 Each bot is plain application code: it knows nothing about convotel. The spans come from the
-instrumentors (model calls) and from the app's own tracer (the turn and the tool runs).
+instrumentors (model calls) and from the app's own tracer (the turn and the tool runs). A streamed
+turn hands each piece of reply text to ``on_text`` as it arrives (the web service sends it on).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,6 +38,9 @@ from convotel.demo.script import (
 if TYPE_CHECKING:
     from mistralai.client import Mistral
     from mistralai.client.models import ChatCompletionRequestMessageTypedDict
+
+#: Receives each piece of a streamed reply's text as it arrives.
+TextSink = Callable[[str], None]
 
 MAX_TOKENS = 256
 MAX_TOOL_ROUNDS = 3
@@ -74,8 +78,9 @@ class Reply:
 class ChatBot(Protocol):
     """One conversation's bot."""
 
-    def reply(self, turn: ScriptedTurn) -> Reply:
-        """Answer one user turn (the history is kept between turns)."""
+    def reply(self, turn: ScriptedTurn, on_text: TextSink | None = None) -> Reply:
+        """Answer one user turn (the history is kept between turns); a streamed turn passes its
+        text to ``on_text`` piece by piece."""
 
 
 def fault_header(fault: Fault | None, sdk_attempts: int) -> dict[str, str]:
@@ -93,14 +98,19 @@ class _ModelAnswer:
     tool_calls: list[ChatCompletionMessageToolCallParam]
 
 
-def _collect_stream(chunks: Iterable[ChatCompletionChunk], reply: Reply) -> _ModelAnswer:
+def _collect_stream(
+    chunks: Iterable[ChatCompletionChunk], reply: Reply, on_text: TextSink | None
+) -> _ModelAnswer:
     """Join a streamed answer: text deltas, tool-call fragments and the final usage chunk."""
     text: list[str] = []
     calls: dict[int, ChatCompletionMessageToolCallParam] = {}
     for chunk in chunks:
         reply.add_usage(chunk.usage)
         for choice in chunk.choices:
-            text.append(choice.delta.content or "")
+            if choice.delta.content:
+                text.append(choice.delta.content)
+                if on_text is not None:
+                    on_text(choice.delta.content)
             for delta in choice.delta.tool_calls or ():
                 call = calls.setdefault(
                     delta.index,
@@ -124,11 +134,11 @@ class OpenAIChatBot:
             {"role": "system", "content": SYSTEM_PROMPT}
         ]
 
-    def reply(self, turn: ScriptedTurn) -> Reply:
+    def reply(self, turn: ScriptedTurn, on_text: TextSink | None = None) -> Reply:
         reply = Reply()
         self.history.append({"role": "user", "content": turn.text})
         for _ in range(MAX_TOOL_ROUNDS):
-            answer = self._call_recovering(turn, reply)
+            answer = self._call_recovering(turn, reply, on_text)
             if not answer.tool_calls:
                 self.history.append({"role": "assistant", "content": answer.text})
                 reply.text = answer.text
@@ -140,21 +150,28 @@ class OpenAIChatBot:
                 self.history.append({"role": "tool", "tool_call_id": call["id"], "content": result})
         raise RuntimeError(f"no answer after {MAX_TOOL_ROUNDS} rounds of tool calls")
 
-    def _call_recovering(self, turn: ScriptedTurn, reply: Reply) -> _ModelAnswer:
+    def _call_recovering(
+        self, turn: ScriptedTurn, reply: Reply, on_text: TextSink | None
+    ) -> _ModelAnswer:
         """One model call; a turn marked ``server_error`` fails once and is retried by the bot."""
         model = MISSING_MODEL if (turn.fault == "server_error" and self.live) else OPENAI_MODEL
         headers = {} if self.live else fault_header(turn.fault, self.client.max_retries + 1)
         try:
-            return self._call(turn, reply, model, headers)
+            return self._call(turn, reply, model, headers, on_text)
         except openai.APIError as error:
             if turn.fault != "server_error" or reply.recovered_errors:
                 raise
             status = getattr(error, "status_code", None)
             reply.recovered_errors.append(f"{type(error).__name__} (HTTP {status})")
-            return self._call(turn, reply, OPENAI_MODEL, headers)
+            return self._call(turn, reply, OPENAI_MODEL, headers, on_text)
 
     def _call(
-        self, turn: ScriptedTurn, reply: Reply, model: str, headers: dict[str, str]
+        self,
+        turn: ScriptedTurn,
+        reply: Reply,
+        model: str,
+        headers: dict[str, str],
+        on_text: TextSink | None,
     ) -> _ModelAnswer:
         reply.model_calls += 1
         tools = [WEATHER_TOOL] if turn.tools else openai.omit
@@ -169,7 +186,7 @@ class OpenAIChatBot:
                 extra_headers=headers,
             )
             with stream:
-                return _collect_stream(stream, reply)
+                return _collect_stream(stream, reply, on_text)
         response = self.client.chat.completions.create(
             model=model,
             messages=self.history,
@@ -219,7 +236,7 @@ class MistralChatBot:
             {"role": "system", "content": SYSTEM_PROMPT}
         ]
 
-    def reply(self, turn: ScriptedTurn) -> Reply:
+    def reply(self, turn: ScriptedTurn, on_text: TextSink | None = None) -> Reply:
         reply = Reply(model_calls=1)
         self.history.append({"role": "user", "content": turn.text})
         if turn.stream:
@@ -231,7 +248,10 @@ class MistralChatBot:
                     reply.add_usage(event.data.usage)
                     for choice in event.data.choices:
                         content = choice.delta.content
-                        parts.append(content if isinstance(content, str) else "")
+                        if isinstance(content, str) and content:
+                            parts.append(content)
+                            if on_text is not None:
+                                on_text(content)
             reply.text = "".join(parts)
         else:
             response = self.client.chat.complete(
@@ -262,10 +282,15 @@ class LlamaIndexChatBot:
             llm=self.llm, memory=memory, system_prompt=SYSTEM_PROMPT
         )
 
-    def reply(self, turn: ScriptedTurn) -> Reply:
+    def reply(self, turn: ScriptedTurn, on_text: TextSink | None = None) -> Reply:
         if turn.stream:
             streaming = self.engine.stream_chat(turn.text)
-            text = "".join(streaming.response_gen)
+            pieces = []
+            for piece in streaming.response_gen:
+                pieces.append(piece)
+                if on_text is not None and piece:
+                    on_text(piece)
+            text = "".join(pieces)
         else:
             text = self.engine.chat(turn.text).response
         prompt_tokens, completion_tokens = self.llm.take_usage()
