@@ -18,7 +18,10 @@ span, so without help such sessions show empty turns. :class:`TraceJoiner` (run 
   ``output.value`` the reply text of the last model call that finished with text (a streamed
   reply: the text that was streamed; a tool-call-only reply leaves the previous text). Both as
   ``text/plain``. A value the application set on the root itself is never overwritten. When the
-  model call hid its text (``TraceConfig``), the root shows the same redaction marker.
+  model call hid its text (``TraceConfig``), the root shows the same redaction marker. A message
+  in DSPy's field format (``[[ ## question ## ]]`` ...) counts by its fields' values: the input
+  fields, the output fields but ``reasoning`` (one field: its value; several: ``name: value``
+  paragraphs), never the format's instructions. A model call that ends after its root: nothing.
 
 Ids already on a span are never replaced. Everything here is best effort and never raises.
 """
@@ -26,9 +29,10 @@ Ids already on a span are never replaced. Everything here is best effort and nev
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from openinference.semconv.trace import (
@@ -80,25 +84,26 @@ def turn_input_text(attributes: Mapping[str, AttributeValue]) -> str | None:
     """
     newest = -1
     for key, value in attributes.items():
-        if value == "user" and key.startswith(_INPUT_PREFIX) and key.endswith(_ROLE_SUFFIX):
+        if value == "user" and key.endswith(_ROLE_SUFFIX) and key.startswith(_INPUT_PREFIX):
             index = _index(key, _INPUT_PREFIX)
             if index is not None and index > newest:
                 newest = index
     if newest >= 0:
         text = _message_text(attributes, f"{_INPUT_PREFIX}{newest}.")
         if text is not None:
-            return text
+            return _field_values(text, output=False)
     return _plain_value(attributes, _INPUT_VALUE, _INPUT_MIME)
 
 
 def reply_text(attributes: Mapping[str, AttributeValue]) -> str | None:
     """The reply text of a model call (its first output message), else its text output."""
-    text = _message_text(attributes, f"{_OUTPUT_PREFIX}0.")
-    if text is not None:
-        return text
-    if any(key.startswith(_OUTPUT_PREFIX) for key in attributes):
-        return None  # an output message without text (tool calls only): no reply text
-    return _plain_value(attributes, _OUTPUT_VALUE, _OUTPUT_MIME)
+    text = _message_text(attributes, _OUTPUT_FIRST)
+    if text is None:
+        for key in attributes:
+            if key.startswith(_OUTPUT_PREFIX):
+                return None  # an output message without text (tool calls only): no reply text
+        text = _plain_value(attributes, _OUTPUT_VALUE, _OUTPUT_MIME)
+    return None if text is None else _field_values(text, output=True)
 
 
 def _index(key: str, prefix: str) -> int | None:
@@ -114,7 +119,7 @@ def _message_text(attributes: Mapping[str, AttributeValue], message_prefix: str)
     parts_prefix = message_prefix + _CONTENTS
     parts: list[tuple[int, str]] = []
     for key, value in attributes.items():
-        if isinstance(value, str) and key.startswith(parts_prefix) and key.endswith(_PART_TEXT):
+        if isinstance(value, str) and key.endswith(_PART_TEXT) and key.startswith(parts_prefix):
             index = _index(key, parts_prefix)
             if index is not None:
                 parts.append((index, value))
@@ -130,17 +135,47 @@ def _plain_value(
     return value
 
 
+def _field_values(text: str, *, output: bool) -> str:
+    """The fields' values of a message in DSPy's field format; any other text unchanged.
+
+    DSPy's chat adapter writes ``[[ ## name ## ]]`` lines before each field's value and ends a
+    request with instructions (``Respond with the corresponding output fields...``) and a reply
+    with ``[[ ## completed ## ]]``. Of a reply, ``reasoning`` counts only when it is alone.
+    """
+    if not text.startswith(_FIELD_START):
+        return text
+    found = _FIELD_HEADER.split(text)  # ["", name, value, name, value, ...]
+    if found[0].strip():
+        return text
+    fields = {
+        name: value.split(_DSPY_INSTRUCTIONS, 1)[0].strip()
+        for name, value in zip(found[1::2], found[2::2], strict=True)
+        if name != "completed"
+    }
+    if output and len(fields) > 1:
+        fields.pop("reasoning", None)
+    fields = {name: value for name, value in fields.items() if value}
+    if len(fields) == 1:
+        return next(iter(fields.values()))
+    return "\n\n".join(f"{name}: {value}" for name, value in fields.items()) or text
+
+
+_OUTPUT_FIRST = _OUTPUT_PREFIX + "0."
+_FIELD_START = "[[ ## "
+_FIELD_HEADER = re.compile(r"^\[\[ ## (\w+) ## \]\][ \t]*(?:\n|$)", re.MULTILINE)
+_DSPY_INSTRUCTIONS = "Respond with the corresponding output fields"
+
+
 # ------------------------------------------------------------------------- the open spans
 
 
-class _OpenSpan:
-    """One span open in this process: a weak reference and its open parent's id."""
+class _OpenSpan(weakref.ref):  # type: ignore[type-arg]
+    """A span open in this process: a weak reference, its id, its open parent's and root's ids."""
 
-    __slots__ = ("parent_id", "span")
-
-    def __init__(self, span: weakref.ref[Any], parent_id: int | None) -> None:
-        self.span = span
-        self.parent_id = parent_id
+    __slots__ = ("parent_id", "root_id", "span_id")
+    span_id: int
+    parent_id: int | None
+    root_id: int
 
 
 class _TurnText:
@@ -169,6 +204,7 @@ class TraceJoiner:
         self._open: dict[int, _OpenSpan] = {}
         self._turns: dict[int, _TurnText] = {}
         self._lock = threading.Lock()
+        self._on_collected = self._collected
         if join_trace:
             _JOINERS.add(self)
 
@@ -178,18 +214,24 @@ class TraceJoiner:
         """Register ``span``; ``has_ids``: it was started with a session or user in context."""
         span_id = span.get_span_context().span_id
         parent = span.parent
-        parent_id = None
-        if parent is not None and not parent.is_remote and parent.span_id in self._open:
-            parent_id = parent.span_id
-        self._open[span_id] = _OpenSpan(weakref.ref(span, self._forget(span_id)), parent_id)
-        if not self.join_trace or parent_id is None:
+        entry = _OpenSpan(span, self._on_collected)
+        entry.span_id = span_id
+        parent_entry = None
+        if parent is not None and not parent.is_remote:
+            parent_entry = self._open.get(parent.span_id)
+        if parent_entry is None:
+            entry.parent_id, entry.root_id = None, span_id
+        else:
+            entry.parent_id, entry.root_id = parent.span_id, parent_entry.root_id
+        self._open[span_id] = entry
+        if not self.join_trace or parent_entry is None:
             return
         if has_ids:
-            self._stamp_ancestors(span, parent_id)
-        self._inherit(span, parent_id)
+            self._stamp_ancestors(span, entry)
+        self._inherit(span, parent_entry)
 
     def span_ended(self, span: Any) -> None:
-        """Forget ``span``; an ended model call writes its turn's text on the open root."""
+        """Forget ``span``; an ended model call writes its turn's text on its open root."""
         span_id = span.context.span_id
         entry = self._open.pop(span_id, None)
         if entry is None:
@@ -197,52 +239,67 @@ class TraceJoiner:
         if entry.parent_id is None:
             self._turns.pop(span_id, None)
             return
-        if self.turn_text and span.attributes.get(_KIND) == _LLM:
-            self._write_turn_text(span.attributes, entry.parent_id)
+        attributes = span.attributes
+        if self.turn_text and attributes.get(_KIND) == _LLM:
+            self._write_turn_text(attributes, entry.root_id)
 
     def join_current(self, context: Context) -> None:
         """Stamp the context's current span and its open ancestors with the context's ids."""
         span = trace_api.get_current_span(context)
-        span_id = span.get_span_context().span_id
-        if span_id not in self._open:
+        entry = self._open.get(span.get_span_context().span_id)
+        if entry is None:
             return
-        ids = {key: context.get(key) for key in _JOINED}
-        self._stamp_chain(span_id, {k: v for k, v in ids.items() if isinstance(v, str)})
+        ids = {key: value for key in _JOINED if isinstance(value := context.get(key), str)}
+        if ids:
+            self._stamp_chain(entry, ids)
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _forget(self, span_id: int) -> Callable[[object], None]:
-        def forget(_: object) -> None:  # the span was collected without ending
-            self._open.pop(span_id, None)
-            self._turns.pop(span_id, None)
+    def _collected(self, entry: _OpenSpan) -> None:
+        """A span was garbage-collected without ending: forget it."""
+        if self._open.get(entry.span_id) is entry:
+            self._open.pop(entry.span_id, None)
+        self._turns.pop(entry.span_id, None)
 
-        return forget
-
-    def _span(self, span_id: int | None) -> tuple[Any, int | None] | None:
-        entry = self._open.get(span_id) if span_id is not None else None
-        span = entry.span() if entry is not None else None
-        return None if span is None or entry is None else (span, entry.parent_id)
-
-    def _stamp_ancestors(self, span: Any, parent_id: int) -> None:
+    def _stamp_ancestors(self, span: Any, entry: _OpenSpan) -> None:
         attributes = span.attributes
         ids = {key: attributes[key] for key in _JOINED if key in attributes}
-        if ids:
-            self._stamp_chain(parent_id, ids)
+        if ids and entry.parent_id is not None:
+            parent = self._open.get(entry.parent_id)
+            if parent is not None:
+                self._stamp_chain(parent, ids)
 
-    def _stamp_chain(self, span_id: int | None, ids: Mapping[str, AttributeValue]) -> None:
-        """Give ``span_id`` and its open ancestors the ids they lack (never replaces one)."""
-        while (found := self._span(span_id)) is not None:
-            span, span_id = found
-            attributes = span.attributes
-            missing = {key: value for key, value in ids.items() if key not in attributes}
-            if missing:
-                span.set_attributes(missing)
+    def _stamp_chain(self, entry: _OpenSpan, ids: Mapping[str, AttributeValue]) -> None:
+        """Give ``entry``'s span, its open ancestors and its open root the ids they lack.
 
-    def _inherit(self, span: Any, parent_id: int) -> None:
-        found = self._span(parent_id)
-        if found is None:
+        The root is stamped even when an ancestor between them has ended already.
+        """
+        found: _OpenSpan | None = entry
+        root_id = entry.root_id
+        while found is not None:
+            self._stamp(found, ids)
+            if found.parent_id is None:
+                return
+            found = self._open.get(found.parent_id)
+        root = self._open.get(root_id)
+        if root is not None:
+            self._stamp(root, ids)
+
+    @staticmethod
+    def _stamp(entry: _OpenSpan, ids: Mapping[str, AttributeValue]) -> None:
+        span = entry()
+        if span is None:
             return
-        parent_attributes, attributes = found[0].attributes, span.attributes
+        attributes = span.attributes
+        missing = {key: value for key, value in ids.items() if key not in attributes}
+        if missing:
+            span.set_attributes(missing)
+
+    def _inherit(self, span: Any, parent_entry: _OpenSpan) -> None:
+        parent = parent_entry()
+        if parent is None:
+            return
+        parent_attributes, attributes = parent.attributes, span.attributes
         inherited = {
             key: parent_attributes[key]
             for key in _JOINED
@@ -251,18 +308,11 @@ class TraceJoiner:
         if inherited:
             span.set_attributes(inherited)
 
-    def _local_root(self, span_id: int) -> Any | None:
-        root = None
-        current: int | None = span_id
-        while (found := self._span(current)) is not None:
-            root, current = found
-        return root
-
-    def _write_turn_text(self, attributes: Mapping[str, AttributeValue], parent_id: int) -> None:
-        root = self._local_root(parent_id)
+    def _write_turn_text(self, attributes: Mapping[str, AttributeValue], root_id: int) -> None:
+        entry = self._open.get(root_id)
+        root = entry() if entry is not None else None
         if root is None:
-            return
-        root_id = root.context.span_id
+            return  # the root ended first (or was collected): nothing to write on
         with self._lock:
             turn = self._turns.get(root_id)
             if turn is None:
