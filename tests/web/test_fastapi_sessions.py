@@ -232,3 +232,34 @@ def test_bad_or_missing_ids_never_fail_the_request(
     assert {s.attributes.get("session.id") for s in spans} == {None}
     assert {s.attributes.get("user.id") for s in spans} == {None}
     assert server_root(spans).attributes["output.value"] == response.json()["reply"]
+
+
+def test_a_bad_session_id_keeps_the_good_user_id_and_utf8_ids_arrive_whole(
+    web_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    llm_server: FakeLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONVOTEL_STRICT", "true")
+    app = chat_service(web_provider, llm_server.openai_base_url)
+    with LiveASGIServer(app) as server:
+        bad_session = httpx.post(
+            f"{server.url}/chat",
+            json={"messages": ask("Hi")},
+            headers={"x-session-id": "", "x-user-id": "élodie".encode()},
+        )
+        utf8_session = httpx.post(
+            f"{server.url}/chat",
+            json={"messages": ask("Hi again")},
+            headers={"x-session-id": "séance-1".encode()},
+        )
+    assert bad_session.status_code == utf8_session.status_code == 200
+    spans = wait_for_spans(
+        span_exporter, lambda found: len([s for s in found if s.parent is None]) == 2
+    )
+    ids = {
+        (s.attributes.get("session.id"), s.attributes.get("user.id"))
+        for s in spans
+        if s.parent is None
+    }
+    assert ids == {(None, "élodie"), ("séance-1", None)}

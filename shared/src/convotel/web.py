@@ -14,8 +14,9 @@ server span (and every other span of the trace) joins the session too.
 
 Ids follow the rules of ``using_session``: a missing id sets nothing; an empty, whitespace-only or
 over-long id is handled as documented there (a warning, nothing set, or truncated); nothing about
-an id ever fails the request. A callable that raises is logged and the headers and cookies
-are used as if it had returned nothing.
+an id ever fails the request, and a bad session id never costs a good user id (or the reverse).
+A callable that raises is logged and the headers and cookies are used as if it had returned
+nothing. Header values are read as UTF-8 (Latin-1 when they are not valid UTF-8).
 
 **Clients that go away** (ASGI): when the client disconnects before the response is complete, the
 request's root span gets ``convotel.client.disconnected = true`` and a ``client disconnected``
@@ -99,13 +100,13 @@ class _RequestIds:
         if session_id is None and user_id is None:
             return None
         ctx = context_api.get_current()
-        try:
-            if session_id is not None:
-                ctx = set_session(ctx, session_id)
-            if user_id is not None:
-                ctx = set_user(ctx, user_id)
-        except ValueError as exc:  # strict mode: a bad id never fails the request
-            logger.warning("convotel: ignoring a bad id in a request: %s", exc)
+        for value, setter in ((session_id, set_session), (user_id, set_user)):
+            if value is None:
+                continue
+            try:
+                ctx = setter(ctx, value)
+            except ValueError as exc:  # strict mode: a bad id never fails the request
+                logger.warning("convotel: ignoring a bad id in a request: %s", exc)
         return ctx
 
     def _from_callable(self, request: Mapping[str, Any]) -> tuple[object, object]:
@@ -195,10 +196,18 @@ def _asgi_header_reader(scope: Mapping[str, Any]) -> Callable[[str], str | None]
         wanted = name.encode("latin-1")
         for key, value in scope.get("headers") or ():
             if key.lower() == wanted:
-                return bytes(value).decode("latin-1")
+                return _header_text(bytes(value))
         return None
 
     return header
+
+
+def _header_text(raw: bytes) -> str:
+    """A header value as text: UTF-8 (what clients send for non-ASCII ids), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 class _RequestWatch:
@@ -286,8 +295,8 @@ class WSGISessionMiddleware:
 def _wsgi_header_reader(environ: Mapping[str, Any]) -> Callable[[str], str | None]:
     def header(name: str) -> str | None:
         key = "HTTP_" + name.upper().replace("-", "_")
-        value = environ.get(key)
-        return value if isinstance(value, str) else None
+        value = environ.get(key)  # PEP 3333: the raw bytes decoded as Latin-1
+        return _header_text(value.encode("latin-1", "replace")) if isinstance(value, str) else None
 
     return header
 
