@@ -5,18 +5,23 @@ error; concurrent requests never mix their ids."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import pytest
 from chat_service import chat_service
 from live_servers import LiveASGIServer, wait_for_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from convotel import cli
 from convotel.demo.fake_server import FakeLLMServer
+from convotel.store import SQLiteSpanExporter
 from convotel.web import CLIENT_DISCONNECTED
 
 pytestmark = pytest.mark.usefixtures("openai_instrumented")
@@ -42,8 +47,14 @@ async def converse(
 
 
 def test_a_client_that_goes_away_mid_stream_ends_every_span_in_its_session(
-    web_provider: TracerProvider, span_exporter: InMemorySpanExporter, llm_server: FakeLLMServer
+    web_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    llm_server: FakeLLMServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    store = tmp_path / "spans.sqlite3"
+    web_provider.add_span_processor(SimpleSpanProcessor(SQLiteSpanExporter(store)))
     app = chat_service(web_provider, llm_server.openai_base_url, chunk_delay=0.05)
 
     async def run(url: str) -> None:
@@ -65,6 +76,15 @@ def test_a_client_that_goes_away_mid_stream_ends_every_span_in_its_session(
     assert partial
     assert root.attributes["output.value"] == partial
     assert {s.attributes.get("session.id") for s in spans} == {"s-7"}
+
+    # A user finds such turns: `convotel sessions show` and its JSON say the client went away.
+    web_provider.force_flush()
+    assert cli.main(["sessions", "--store", str(store), "show", "s-7"]) == 0
+    assert "client went away" in capsys.readouterr().out
+    assert cli.main(["sessions", "--store", str(store), "show", "s-7", "--json"]) == 0
+    (turn,) = json.loads(capsys.readouterr().out)["turns"]
+    assert turn["client_disconnected"] is True
+    assert turn["output"] == partial
 
 
 def test_many_concurrent_streams_with_disconnects_keep_their_own_ids_and_all_end(

@@ -201,6 +201,8 @@ def _turn_lines(number: int, turn: Turn, session_user: str | None, width: int) -
     ]
     if turn.user_id is not None and turn.user_id != session_user:
         header.append(f"user {turn.user_id}")
+    if turn.client_disconnected:
+        header.append("client went away")
     title = truncate("-- " + " | ".join(header), width - 1) + " "
     lines = [title + "-" * max(0, width - len(title))]
     lines += _labelled("trace", turn.trace_id, width)
@@ -260,6 +262,7 @@ def _turn_as_json(turn: Turn) -> dict[str, Any]:
         "errors": [{"span": error.span_name, "message": error.message} for error in turn.errors],
         "llm_calls": turn.llm_calls,
         "tokens": _tokens_json(turn.tokens),
+        "client_disconnected": turn.client_disconnected,
     }
 
 
