@@ -1,4 +1,5 @@
-"""End to end: `convotel demo --otlp` into a real Arize Phoenix server, checked over GraphQL.
+"""End to end: `convotel demo --otlp` into a real Arize Phoenix server, checked over GraphQL; the
+in-process demo and the web-service demo (`--serve`), one Phoenix server for both.
 
 Phoenix (``arize-phoenix==20.26.1``, ~850 MB) lives in its own virtualenv; point
 ``CONVOTEL_PHOENIX_BIN`` at that venv's ``phoenix`` executable (``nox -s e2e`` does). The fixture
@@ -7,6 +8,10 @@ starts it on 127.0.0.1 with a fresh working directory and every outbound fetch d
 The demo's loopback server is deterministic, so the same run id played into a SQLite store gives
 the expected sessions; Phoenix must group the OTLP spans into the same sessions (by
 ``session.id``) with the same users, first inputs, last outputs and token counts.
+
+With ``--serve`` every turn is a real HTTP request to the demo's FastAPI service: Phoenix must
+show each trace rooted in the HTTP server span, the first input the user sent, the last reply the
+user received and the tokens the loopback server billed.
 """
 
 from __future__ import annotations
@@ -21,15 +26,21 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from convotel import cli
-from convotel.demo.script import CONVERSATIONS
+from convotel.demo import app as demo_app
+from convotel.demo.bots import Reply
+from convotel.demo.fake_replies import content_text, plan_reply
+from convotel.demo.fake_server import FakeLLMServer
+from convotel.demo.script import CONVERSATIONS, Conversation, ScriptedTurn
 from convotel.sessions import Session
 from convotel.store import SpanStore
 
@@ -60,6 +71,23 @@ query ($name: String!) {
   }
 }
 """
+#: Each session's traces and what Phoenix takes as each trace's root span.
+SESSION_ROOTS_QUERY = """
+query ($name: String!) {
+  getProjectByName(name: $name) {
+    sessions(first: 100) {
+      edges { node {
+        sessionId
+        traces(first: 20) { edges { node {
+          traceId
+          rootSpan { name parentId attributes input { value } output { value } }
+        } } }
+      } }
+    }
+  }
+}
+"""
+TOKEN_CAPS = ("max_completion_tokens", "max_tokens")
 
 
 @dataclass(frozen=True)
@@ -168,6 +196,22 @@ def expected_sessions(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> 
         return {session.session_id: session for session in reader.sessions()}
 
 
+def wait_for_sessions(
+    phoenix: Phoenix, project: str, wanted: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """The project's sessions once each of ``wanted`` (session id -> turns) has all its traces."""
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
+    while time.monotonic() < deadline:
+        data = phoenix.graphql(SESSIONS_QUERY, {"name": project})["getProjectByName"]
+        edges = (data or {}).get("sessions", {}).get("edges", [])
+        found = {edge["node"]["sessionId"]: edge["node"] for edge in edges}
+        if all(found.get(sid, {}).get("numTraces") == turns for sid, turns in wanted.items()):
+            return found
+        time.sleep(0.2)
+    pytest.fail(f"sessions did not all arrive in Phoenix: {found}\n{phoenix.log_tail()}")
+
+
 @pytest.fixture(scope="module")
 def phoenix_sessions(
     phoenix: Phoenix, run_id: str, expected_sessions: dict[str, Session]
@@ -180,16 +224,7 @@ def phoenix_sessions(
     )
     assert "Sessions tab" in stdout
     wanted = {sid: len(session.turns) for sid, session in expected_sessions.items()}
-    found: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
-    while time.monotonic() < deadline:
-        data = phoenix.graphql(SESSIONS_QUERY, {"name": project})["getProjectByName"]
-        edges = (data or {}).get("sessions", {}).get("edges", [])
-        found = {edge["node"]["sessionId"]: edge["node"] for edge in edges}
-        if all(found.get(sid, {}).get("numTraces") == turns for sid, turns in wanted.items()):
-            return project, found
-        time.sleep(0.2)
-    pytest.fail(f"sessions did not all arrive in Phoenix: {found}\n{phoenix.log_tail()}")
+    return project, wait_for_sessions(phoenix, project, wanted)
 
 
 def test_phoenix_groups_the_demo_traces_into_its_sessions(
@@ -241,3 +276,129 @@ def test_phoenix_rest_api_lists_the_same_sessions(
     listed = phoenix.rest(f"/v1/projects/{project}/sessions")
     session_ids = {item["session_id"] for item in listed["data"]}
     assert session_ids == set(found)
+
+
+# -- the web-service demo (`--serve`) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServedRun:
+    """`convotel demo --serve` played into Phoenix, and what happened on either side of it."""
+
+    project: str
+    run_id: str
+    #: Phoenix's session nodes (SESSIONS_QUERY), by session id.
+    found: dict[str, dict[str, Any]]
+    #: (session id, what the user said) -> the reply text the user received over HTTP.
+    received: dict[tuple[str, str], str]
+    #: Session id -> (prompt, completion) tokens the loopback LLM server billed.
+    billed: dict[str, tuple[int, int]]
+
+
+def billed_by_session(llm_server: FakeLLMServer, run_id: str) -> dict[str, tuple[int, int]]:
+    """The usage of every chat request the loopback server answered, summed per session (a
+    request belongs to the conversation whose first message opens its history)."""
+    session_of = {c.turns[0].text: c.session_id(run_id) for c in CONVERSATIONS}
+    billed: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for request in llm_server.served:
+        if request.status != 200:
+            continue  # the injected 429 and 500 answers bill nothing
+        messages = request.body.get("messages") or []
+        first = next(content_text(m.get("content")) for m in messages if m.get("role") == "user")
+        plan = plan_reply(request.body, max_tokens_key=TOKEN_CAPS)
+        billed[session_of[first]][0] += plan.prompt_tokens
+        billed[session_of[first]][1] += plan.completion_tokens
+    return {session_id: (prompt, completion) for session_id, (prompt, completion) in billed.items()}
+
+
+@pytest.fixture(scope="module")
+def served_run(phoenix: Phoenix, run_id: str) -> ServedRun:
+    """Run `convotel demo --serve --otlp` into Phoenix, recording what each user received and
+    what the loopback server billed, and wait until every session has all its traces."""
+    web_users = pytest.importorskip("convotel.demo.web_users", reason="--serve needs fastapi")
+    serve_run_id = f"{run_id}-web"  # session ids are unique across the whole Phoenix server
+    project = f"convotel-e2e-web-{run_id}"
+    llm_servers: list[FakeLLMServer] = []
+    received: dict[tuple[str, str], str] = {}
+    send_turn = web_users.send_turn
+
+    class RecordedLLMServer(FakeLLMServer):
+        def start(self) -> FakeLLMServer:
+            llm_servers.append(self)
+            return super().start()
+
+    def recorded_send_turn(
+        client: httpx.Client, conversation: Conversation, turn: ScriptedTurn
+    ) -> Reply:
+        reply: Reply = send_turn(client, conversation, turn)
+        received[(str(client.headers["x-session-id"]), turn.text)] = reply.text
+        return reply
+
+    phoenix.wait_until_healthy()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo_app, "FakeLLMServer", RecordedLLMServer)
+        patch.setattr(web_users, "send_turn", recorded_send_turn)
+        stdout = run_demo(
+            "--serve",
+            "--otlp",
+            f"{phoenix.base_url}/v1/traces",
+            "--project",
+            project,
+            "--run-id",
+            serve_run_id,
+        )
+    assert "Chat service (FastAPI on uvicorn)" in stdout
+    wanted = {c.session_id(serve_run_id): len(c.turns) for c in CONVERSATIONS}
+    found = wait_for_sessions(phoenix, project, wanted)
+    (llm_server,) = llm_servers
+    return ServedRun(
+        project, serve_run_id, found, received, billed_by_session(llm_server, serve_run_id)
+    )
+
+
+@pytest.mark.parametrize("slug", [c.slug for c in CONVERSATIONS])
+def test_phoenix_web_session_has_the_turns_inputs_outputs_and_billed_tokens(
+    served_run: ServedRun, slug: str
+) -> None:
+    conversation = next(c for c in CONVERSATIONS if c.slug == slug)
+    session_id = conversation.session_id(served_run.run_id)
+    node = served_run.found[session_id]
+    last_said = conversation.turns[-1].text
+    prompt, completion = served_run.billed[session_id]
+    assert node["numTraces"] == len(conversation.turns)
+    assert node["userId"] == conversation.user_id
+    assert node["firstInput"]["value"] == conversation.turns[0].text
+    assert node["lastOutput"]["value"] == served_run.received[(session_id, last_said)]
+    assert node["tokenUsage"] == {
+        "prompt": prompt,
+        "completion": completion,
+        "total": prompt + completion,
+    }
+    assert prompt > 0
+    assert completion > 0
+
+
+def test_phoenix_web_project_has_only_the_served_sessions(served_run: ServedRun) -> None:
+    assert set(served_run.found) == {c.session_id(served_run.run_id) for c in CONVERSATIONS}
+
+
+def test_phoenix_roots_every_web_trace_in_the_http_server_span(
+    phoenix: Phoenix, served_run: ServedRun
+) -> None:
+    data = phoenix.graphql(SESSION_ROOTS_QUERY, {"name": served_run.project})["getProjectByName"]
+    sessions = {edge["node"]["sessionId"]: edge["node"] for edge in data["sessions"]["edges"]}
+    for conversation in CONVERSATIONS:
+        session_id = conversation.session_id(served_run.run_id)
+        traces = [edge["node"] for edge in sessions[session_id]["traces"]["edges"]]
+        assert len(traces) == len(conversation.turns)
+        for trace, said in zip(traces, conversation.turns, strict=True):  # oldest first
+            root = trace["rootSpan"]
+            route = "/chat/stream" if said.stream else "/chat"
+            attributes = json.loads(root["attributes"])
+            assert root["parentId"] is None
+            assert root["name"] == f"POST {route}"
+            assert attributes["http"]["route"] == route
+            assert attributes["session"]["id"] == session_id
+            assert attributes["user"]["id"] == conversation.user_id
+            assert root["input"]["value"] == said.text
+            assert root["output"]["value"] == served_run.received[(session_id, said.text)]
