@@ -379,3 +379,30 @@ def test_framework_embedding_span_defers_to_a_provider_embedding_span(
         s.name: attrs(s)["openinference.span.kind"] for s in span_exporter.get_finished_spans()
     }
     assert kinds == {"CreateEmbeddings": "EMBEDDING", "Embedder.__call__": "CHAIN"}
+
+
+def test_text_that_utf8_cannot_encode_is_recorded_with_its_bad_code_points_replaced(
+    tracing: Tracing, span_exporter: InMemorySpanExporter
+) -> None:
+    cut_reply = json.loads('"cut \\ud83d reply"')  # a reply that ended inside an emoji
+    paired = "two halves \ud83d\ude00"  # a surrogate pair held as two code points
+    call = tracing.start("chat", "LLM")
+    call.set_attributes(
+        [
+            ("output.value", cut_reply),
+            ("llm.output_messages.0.message.content", paired),
+            ("tag.tags", ["ok", cut_reply]),
+            ("metadata", {"note": cut_reply}),
+            ("input.value", "déjà vu ✓"),
+        ]
+    )
+    call.end()
+    recorded = attrs(only_span(span_exporter))
+    assert recorded["output.value"] == "cut \ufffd reply"
+    assert recorded["llm.output_messages.0.message.content"] == "two halves 😀"
+    assert recorded["tag.tags"] == ("ok", "cut \ufffd reply")
+    assert json.loads(recorded["metadata"]) == {"note": "cut \ufffd reply"}
+    assert recorded["input.value"] == "déjà vu ✓"
+    otlp = pytest.importorskip("opentelemetry.exporter.otlp.proto.common.trace_encoder")
+    encoded = otlp.encode_spans(span_exporter.get_finished_spans()).SerializeToString()
+    assert "cut \ufffd reply".encode() in encoded  # OTLP kept the attribute

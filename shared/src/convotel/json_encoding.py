@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["jsonable", "safe_json_dumps"]
+__all__ = ["jsonable", "safe_json_dumps", "valid_unicode"]
 
 
 def jsonable(value: Any) -> Any:
@@ -52,3 +52,13 @@ def safe_json_dumps(value: Any) -> str:
         except Exception:  # noqa: BLE001 - e.g. an unprintable object or an int too long to print
             text = f"<{type(value).__name__}>"
         return json.dumps(text, ensure_ascii=False)
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` as valid Unicode, so it encodes to UTF-8 (OTLP, SQLite): a surrogate pair held as
+    two code points becomes its character, a lone surrogate U+FFFD. Unchanged when already valid."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text

@@ -41,7 +41,7 @@ from opentelemetry.util.types import AttributeValue
 from convotel.config import TraceConfig
 from convotel.context import CONTEXT_ATTRIBUTES
 from convotel.genai import genai_attributes
-from convotel.json_encoding import safe_json_dumps
+from convotel.json_encoding import safe_json_dumps, valid_unicode
 
 __all__ = [
     "STREAM_OUTCOME",
@@ -144,6 +144,16 @@ def _attribute_value(value: Any) -> AttributeValue | None:
     return safe_json_dumps(value)
 
 
+def _encodable(value: AttributeValue | None) -> AttributeValue | None:
+    """``value`` with its text made valid Unicode: OTLP cannot encode a lone surrogate (e.g. a
+    reply cut inside an emoji) and its exporter would drop the attribute."""
+    if isinstance(value, str):
+        return value if value.isascii() else valid_unicode(value)
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        return [item if item.isascii() else valid_unicode(item) for item in value]
+    return value
+
+
 class _ModelCallClaim:
     """Lets a provider span tell the framework LLM span above it that it recorded the call."""
 
@@ -191,6 +201,7 @@ class CallSpan:
                     type(value) in _PLAIN_TYPE_SET
                     and key in unchanged
                     and (type(value) is not int or _INT64_MIN <= value <= _INT64_MAX)
+                    and (type(value) is not str or value.isascii())  # O(1): a flag in CPython
                 ):
                     pending[key] = value  # the hot path: a plain value recorded as it is
                 elif value is not None:
@@ -200,7 +211,7 @@ class CallSpan:
 
     def _record_converted(self, key: str, value: Any) -> None:
         """Record a value that needs converting (JSON, sequences) or masking; never ``None``."""
-        coerced = _attribute_value(value)  # before masking: JSON text is truncated too
+        coerced = _encodable(_attribute_value(value))  # before masking: JSON is truncated too
         if coerced is None:
             return
         masked = self._config.mask(key, coerced)

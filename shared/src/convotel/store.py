@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.util.types import AttributeValue
 
+from convotel.json_encoding import valid_unicode
 from convotel.sessions import Session, SpanEvent, SpanRecord, group_by_session
 
 __all__ = [
@@ -416,24 +417,19 @@ def _dumps(value: object) -> str:
     return json.dumps(_jsonable(value), ensure_ascii=False, separators=(",", ":"))
 
 
-def _valid_text(text: str) -> str:
-    """``text`` as valid Unicode: a surrogate pair becomes its character, lone ones U+FFFD."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
 def _storable(row: SpanRow) -> SpanRow:
     """``row`` with every text column made valid UTF-8 (see :func:`_valid_text`)."""
-    return tuple(_valid_text(value) if isinstance(value, str) else value for value in row)
+    return tuple(valid_unicode(value) if isinstance(value, str) else value for value in row)
 
 
 def _valid_strings(value: Any) -> Any:
     """Loaded JSON with every string made valid Unicode."""
     if isinstance(value, str):
-        return _valid_text(value)
+        return valid_unicode(value)
     if isinstance(value, list):
         return [_valid_strings(item) for item in value]
     if isinstance(value, dict):
-        return {_valid_text(key): _valid_strings(item) for key, item in value.items()}
+        return {valid_unicode(key): _valid_strings(item) for key, item in value.items()}
     return value
 
 
@@ -774,7 +770,7 @@ class SpanStore:
             try:
                 return self._connection.execute(sql, parameters).fetchall()
             except UnicodeEncodeError:  # e.g. an id from argv with undecodable bytes
-                repaired = [_valid_text(p) if isinstance(p, str) else p for p in parameters]
+                repaired = [valid_unicode(p) if isinstance(p, str) else p for p in parameters]
                 return self._connection.execute(sql, repaired).fetchall()
 
         return _retry_while_locked(run, self.path, self._busy_timeout)
