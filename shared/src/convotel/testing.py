@@ -11,8 +11,10 @@ Registered through the ``pytest11`` entry point and inert unless a test asks for
 ``convotel_spans`` installs an in-memory exporter on a fresh ``TracerProvider``, instruments every
 installed convotel instrumentor (``opentelemetry_instrumentor`` entry points under ``convotel.``)
 against it for the test, and uninstruments them afterwards. Override the
-``convotel_instrumentors`` fixture to choose instrumentors, or ``convotel_instrument_options`` to
-pass extra keyword arguments (e.g. ``config=TraceConfig(...)``) to ``instrument()``.
+``convotel_instrumentors`` fixture to choose instrumentors, ``convotel_instrument_options`` to
+pass extra keyword arguments (e.g. ``config=TraceConfig(...)``) to ``instrument()``, or
+``convotel_span_processors`` to run processors before the exporter as your service's provider does
+(``[SessionSpanProcessor()]`` for a web endpoint whose HTTP server span is the root).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
         BaseInstrumentor,
     )
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from convotel.sessions import Session, SessionGrouping, SpanRecord, TokenCounts, Turn
@@ -39,6 +41,7 @@ __all__ = [
     "SkippedInstrumentor",
     "convotel_instrument_options",
     "convotel_instrumentors",
+    "convotel_span_processors",
     "convotel_spans",
     "discover_instrumentors",
 ]
@@ -278,9 +281,17 @@ def convotel_instrument_options() -> dict[str, Any]:
 
 
 @pytest.fixture
+def convotel_span_processors() -> list[SpanProcessor]:
+    """Processors the ``convotel_spans`` provider runs before its exporter (default: none), e.g.
+    ``[SessionSpanProcessor()]`` to test a web endpoint as your service's provider traces it."""
+    return []
+
+
+@pytest.fixture
 def convotel_spans(
     convotel_instrumentors: list[BaseInstrumentor],
     convotel_instrument_options: dict[str, Any],
+    convotel_span_processors: list[SpanProcessor],
 ) -> Iterator[CapturedSpans]:
     """Spans of this test, captured in memory from every convotel instrumentor."""
     already = [
@@ -301,6 +312,8 @@ def convotel_spans(
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
+    for processor in convotel_span_processors:
+        provider.add_span_processor(processor)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     instrumented: list[BaseInstrumentor] = []
     try:
