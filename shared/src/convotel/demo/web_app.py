@@ -15,6 +15,7 @@ opentelemetry-instrumentation-fastapi.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
@@ -91,8 +92,10 @@ class ChatService:
         key = (session_id, request.provider)
         with self._lock:
             bot = self._bots.get(key)
-            if bot is None:
-                bot = self._bots[key] = self._make_bot(request.provider)
+        if bot is None:  # built outside the lock: a LlamaIndex bot imports for a second
+            made = self._make_bot(request.provider)
+            with self._lock:
+                bot = self._bots.setdefault(key, made)
         turn = ScriptedTurn(
             request.message, stream=on_text is not None, tools=request.tools, fault=request.fault
         )
@@ -133,14 +136,15 @@ def create_app(service: ChatService, tracer_provider: TracerProvider) -> FastAPI
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
 
-        def on_text(piece: str) -> None:
-            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+        def put(piece: str | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the server stopped: nobody is reading
+                loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
         def answer() -> Reply:
             try:
-                return service.answer(x_session_id, body, on_text)
+                return service.answer(x_session_id, body, put)
             finally:
-                loop.call_soon_threadsafe(pieces.put_nowait, None)
+                put(None)
 
         turn = asyncio.ensure_future(asyncio.to_thread(answer))
         try:
