@@ -29,6 +29,29 @@ def test_environment_is_read_with_openinference_names(monkeypatch: pytest.Monkey
     assert config.base64_image_max_length == 10
 
 
+@pytest.mark.parametrize(
+    ("environment", "constructor", "expected"),
+    [
+        (None, None, True),  # streamed turns count their tokens by default
+        ("false", None, False),
+        ("0", None, False),
+        ("true", False, False),
+        ("not-a-flag", None, True),  # ignored with a warning
+    ],
+)
+def test_stream_usage_is_requested_by_default_with_an_opt_out(
+    monkeypatch: pytest.MonkeyPatch,
+    environment: str | None,
+    constructor: bool | None,
+    expected: bool,
+) -> None:
+    if environment is not None:
+        monkeypatch.setenv("CONVOTEL_REQUEST_STREAM_USAGE", environment)
+    else:
+        monkeypatch.delenv("CONVOTEL_REQUEST_STREAM_USAGE", raising=False)
+    assert TraceConfig(request_stream_usage=constructor).request_stream_usage is expected
+
+
 def test_constructor_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENINFERENCE_HIDE_INPUTS", "true")
     monkeypatch.setenv("OPENINFERENCE_HIDE_OUTPUTS", "true")

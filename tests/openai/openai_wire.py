@@ -20,6 +20,8 @@ from pydantic import BaseModel
 
 AZURE_ENDPOINT = "https://convotel-test.openai.azure.com"
 AZURE_API_VERSION = "2024-10-21"
+#: An OpenAI-compatible server (``OpenAI(base_url=...)``), e.g. one that rejects stream_options.
+COMPATIBLE_BASE_URL = "https://llm.compatible.test/v1"
 API_KEY = "sk-test-not-a-real-key"
 
 CREATED = 1731000000
@@ -145,7 +147,9 @@ def chat_chunk(
     return chunk
 
 
-def text_stream_chunks(pieces: Iterable[str], *, include_usage: bool) -> list[dict[str, Any] | str]:
+def text_stream_chunks(
+    pieces: Iterable[str], *, include_usage: bool, usage: Mapping[str, Any] | None = None
+) -> list[dict[str, Any] | str]:
     events: list[dict[str, Any] | str] = [
         chat_chunk(
             {"role": "assistant", "content": "", "refusal": None}, with_usage_field=include_usage
@@ -154,9 +158,34 @@ def text_stream_chunks(pieces: Iterable[str], *, include_usage: bool) -> list[di
     events += [chat_chunk({"content": p}, with_usage_field=include_usage) for p in pieces]
     events.append(chat_chunk({}, finish_reason="stop", with_usage_field=include_usage))
     if include_usage:
-        events.append(chat_chunk(None, usage=chat_usage(19, 3, cached=0)))
+        events.append(chat_chunk(None, usage=usage or chat_usage(19, 3, cached=0)))
     events.append("[DONE]")
     return events
+
+
+#: What convotel adds to a streamed request by default (and what an application may pass itself).
+INCLUDE_USAGE: dict[str, Any] = {"stream_options": {"include_usage": True}}
+STREAM_USAGE = chat_usage(19, 3)
+
+
+def asking_for_usage(
+    events: Iterable[Mapping[str, Any] | str], usage: Mapping[str, Any] | None
+) -> list[dict[str, Any] | str]:
+    """The same stream sent to a request with ``stream_options.include_usage``: every chunk has
+    ``"usage": null`` and, if the stream completes (``[DONE]``), a usage-only chunk comes last."""
+    sent: list[dict[str, Any] | str] = []
+    last_chunk: Mapping[str, Any] = {}
+    for event in events:
+        if isinstance(event, str):
+            if event == "[DONE]" and usage is not None:
+                sent.append({**last_chunk, "choices": [], "usage": dict(usage)})
+            sent.append(event)
+        elif "choices" in event:
+            last_chunk = event
+            sent.append({**event, "usage": None})
+        else:
+            sent.append(dict(event))  # an error event
+    return sent
 
 
 WEATHER_TOOL: dict[str, Any] = {
@@ -468,7 +497,7 @@ class Recipe:
     responses: tuple[WireResponse, ...]
     call: Call
     expected: object
-    client: str = "openai"  # or "azure"
+    client: str = "openai"  # or "azure", or "compatible" (at COMPATIBLE_BASE_URL)
     max_retries: int = 2
 
 
@@ -482,6 +511,8 @@ def make_client(recipe: Recipe, **kwargs: Any) -> openai.OpenAI:
             api_key=API_KEY,
             **kwargs,
         )
+    if recipe.client == "compatible":
+        kwargs.setdefault("base_url", COMPATIBLE_BASE_URL)
     return openai.OpenAI(api_key=API_KEY, **kwargs)
 
 
@@ -493,12 +524,12 @@ def _streamed_text(stream: Iterable[Any]) -> str:
     return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 
-def _raised(call: Call) -> Call:
+def _raised(call: Callable[..., object]) -> Callable[..., object]:
     """Turn an expected SDK exception into a summary: (class name, HTTP status or None)."""
 
-    def run(client: Any) -> object:
+    def run(client: Any, **request: Any) -> object:
         try:
-            result = call(client)
+            result = call(client, **request)
             if isinstance(result, Iterable):
                 list(result)
         except Exception as exc:  # noqa: BLE001 - the summary is the exception itself
@@ -519,20 +550,20 @@ def _tool_round_trip(client: Any) -> object:
     return (calls, second.choices[0].message.content)
 
 
-def _stream_tool_calls(client: Any) -> object:
+def _stream_tool_calls(client: Any, **request: Any) -> object:
     stream = client.chat.completions.create(
-        model=CHAT_MODEL, messages=[WEATHER_QUESTION], tools=[WEATHER_TOOL], stream=True
+        model=CHAT_MODEL, messages=[WEATHER_QUESTION], tools=[WEATHER_TOOL], stream=True, **request
     )
     arguments: dict[int, str] = {}
     for chunk in stream:
-        for call in chunk.choices[0].delta.tool_calls or []:
+        for call in (chunk.choices[0].delta.tool_calls if chunk.choices else None) or []:
             arguments[call.index] = arguments.get(call.index, "") + (call.function.arguments or "")
     return arguments
 
 
-def _stream_azure(client: Any) -> object:
+def _stream_azure(client: Any, **request: Any) -> object:
     stream = client.chat.completions.create(
-        model="gpt-4o-deploy", messages=STREAM_MESSAGES, stream=True
+        model="gpt-4o-deploy", messages=STREAM_MESSAGES, stream=True, **request
     )
     return [len(c.choices) for c in stream]
 
@@ -571,26 +602,63 @@ def _responses_stream_summary(client: Any, **request: Any) -> object:
     return ("".join(texts), events[-1].type)
 
 
-def _legacy_stream(client: Any) -> object:
+def _legacy_stream(client: Any, **request: Any) -> object:
     stream = client.completions.create(
-        model="gpt-3.5-turbo-instruct", prompt="Say this is a test", max_tokens=7, stream=True
+        model="gpt-3.5-turbo-instruct",
+        prompt="Say this is a test",
+        max_tokens=7,
+        stream=True,
+        **request,
     )
-    return "".join(c.choices[0].text for c in stream)
+    return "".join(c.choices[0].text for c in stream if c.choices)
 
 
 def per_task_messages(task: int) -> list[dict[str, Any]]:
     return [{"role": "user", "content": f"Echo task {task}."}]
 
 
+def per_task_usage(task: int) -> dict[str, Any]:
+    """What each task's streamed call is billed (distinct, so totals cannot mix sessions)."""
+    return chat_usage(10 + task, 2 + task)
+
+
 def _stream_each_task(client: Any) -> object:
     return [
         _streamed_text(
             client.chat.completions.create(
-                model=CHAT_MODEL, messages=per_task_messages(task), stream=True
+                model=CHAT_MODEL, messages=per_task_messages(task), stream=True, **request
             )
         )
+        for request in ({}, INCLUDE_USAGE)
         for task in range(PER_TASK_STREAMS)
     ]
+
+
+def _chat_stream(client: Any, **request: Any) -> object:
+    return _streamed_text(
+        client.chat.completions.create(
+            model=CHAT_MODEL, messages=STREAM_MESSAGES, stream=True, **request
+        )
+    )
+
+
+def both_ways(
+    name: str,
+    events: list[dict[str, Any] | str],
+    call: Callable[..., object],
+    expected: object,
+    expected_asking: object = None,
+    **options: Any,
+) -> Recipe:
+    """A stream cassette with two requests: as the application wrote it, and the same request
+    asking for usage (as convotel sends it by default, or an application asking itself)."""
+    return Recipe(
+        name,
+        (sse_response(events), sse_response(asking_for_usage(events, STREAM_USAGE))),
+        lambda c: (call(c), call(c, **INCLUDE_USAGE)),
+        (expected, expected if expected_asking is None else expected_asking),
+        **options,
+    )
 
 
 PER_TASK_STREAMS = 8
@@ -642,6 +710,47 @@ RATE_LIMITED = json_response(
     ),
     status=429,
     headers={"retry-after-ms": "1", "x-ratelimit-remaining-requests": "0"},
+)
+#: How OpenAI-compatible servers refuse the option: a 400 naming it (Azure before 2024-09-01 and
+#: others), or a 422 validation error of a FastAPI/pydantic server that forbids extra fields.
+STREAM_OPTIONS_REJECTED = json_response(
+    error_body(
+        "Unrecognized request argument supplied: stream_options",
+        "invalid_request_error",
+        None,
+        "stream_options",
+    ),
+    status=400,
+)
+STREAM_OPTIONS_UNPROCESSABLE = json_response(
+    {
+        "detail": [
+            {
+                "type": "extra_forbidden",
+                "loc": ["body", "stream_options"],
+                "msg": "Extra inputs are not permitted",
+                "input": {"include_usage": True},
+            }
+        ]
+    },
+    status=422,
+)
+BAD_TEMPERATURE = json_response(
+    error_body(
+        "Invalid value for 'temperature': must be between 0 and 2.",
+        "invalid_request_error",
+        "invalid_value",
+        "temperature",
+    ),
+    status=400,
+)
+MODEL_NOT_FOUND = json_response(
+    error_body(
+        "The model `gpt-4o-mini` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    ),
+    status=404,
 )
 SERVER_ERROR = json_response(
     error_body(
@@ -727,12 +836,10 @@ RECIPES: tuple[Recipe, ...] = (
         _parse_event,
         CalendarEvent(name="Science fair", date="Friday", participants=["Alice", "Bob"]),
     ),
-    Recipe(
+    both_ways(
         "chat_stream",
-        (sse_response(text_stream_chunks(STREAM_PIECES, include_usage=False)),),
-        lambda c: _streamed_text(
-            c.chat.completions.create(model=CHAT_MODEL, messages=STREAM_MESSAGES, stream=True)
-        ),
+        text_stream_chunks(STREAM_PIECES, include_usage=False),
+        _chat_stream,
         "Hello there!",
     ),
     Recipe(
@@ -751,37 +858,70 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe(
         "chat_stream_per_task",
         tuple(
-            sse_response(text_stream_chunks(["echo", f" task {task}"], include_usage=False))
+            sse_response(
+                text_stream_chunks(
+                    ["echo", f" task {task}"], include_usage=usage, usage=per_task_usage(task)
+                )
+            )
+            for usage in (False, True)
             for task in range(PER_TASK_STREAMS)
         ),
         _stream_each_task,
-        [f"echo task {task}" for task in range(PER_TASK_STREAMS)],
+        [f"echo task {task}" for task in range(PER_TASK_STREAMS)] * 2,
     ),
-    Recipe(
+    both_ways(
         "chat_stream_tools",
-        (sse_response(TOOL_STREAM_EVENTS),),
+        TOOL_STREAM_EVENTS,
         _stream_tool_calls,
         {0: '{"city":"Paris"}', 1: '{"city":"Tokyo"}'},
     ),
-    Recipe(
+    both_ways(
         "chat_stream_error",
-        (
-            sse_response(
-                [
-                    chat_chunk({"role": "assistant", "content": ""}),
-                    chat_chunk({"content": "Hel"}),
-                    error_body(
-                        "The model is overloaded. Please retry.", "server_error", "overloaded"
-                    ),
-                ]
-            ),
-        ),
+        [
+            chat_chunk({"role": "assistant", "content": ""}),
+            chat_chunk({"content": "Hel"}),
+            error_body("The model is overloaded. Please retry.", "server_error", "overloaded"),
+        ],
         _raised(
-            lambda c: c.chat.completions.create(
-                model=CHAT_MODEL, messages=STREAM_MESSAGES, stream=True
+            lambda c, **request: c.chat.completions.create(
+                model=CHAT_MODEL, messages=STREAM_MESSAGES, stream=True, **request
             )
         ),
         ("APIError", None),
+    ),
+    Recipe(
+        "chat_stream_rejected",
+        (
+            STREAM_OPTIONS_REJECTED,
+            sse_response(text_stream_chunks(STREAM_PIECES, include_usage=False)),
+            sse_response(text_stream_chunks(STREAM_PIECES, include_usage=False)),
+        ),
+        lambda c: (_raised(_chat_stream)(c, **INCLUDE_USAGE), _chat_stream(c), _chat_stream(c)),
+        (("BadRequestError", 400), "Hello there!", "Hello there!"),
+        client="compatible",
+    ),
+    Recipe(
+        "chat_stream_unprocessable",
+        (
+            STREAM_OPTIONS_UNPROCESSABLE,
+            sse_response(text_stream_chunks(STREAM_PIECES, include_usage=False)),
+        ),
+        lambda c: (_raised(_chat_stream)(c, **INCLUDE_USAGE), _chat_stream(c)),
+        (("UnprocessableEntityError", 422), "Hello there!"),
+        client="compatible",
+    ),
+    Recipe(
+        "chat_stream_rejected_then_failed",
+        (STREAM_OPTIONS_REJECTED, MODEL_NOT_FOUND),
+        lambda c: (_raised(_chat_stream)(c, **INCLUDE_USAGE), _raised(_chat_stream)(c)),
+        (("BadRequestError", 400), ("NotFoundError", 404)),
+        client="compatible",
+    ),
+    Recipe(
+        "chat_stream_bad_temperature",
+        (BAD_TEMPERATURE,),
+        lambda c: _raised(_chat_stream)(c, temperature=7, **INCLUDE_USAGE),
+        ("BadRequestError", 400),
     ),
     Recipe(
         "chat_retry_429",
@@ -806,17 +946,7 @@ RECIPES: tuple[Recipe, ...] = (
     ),
     Recipe(
         "chat_400",
-        (
-            json_response(
-                error_body(
-                    "Invalid value for 'temperature': must be between 0 and 2.",
-                    "invalid_request_error",
-                    "invalid_value",
-                    "temperature",
-                ),
-                status=400,
-            ),
-        ),
+        (BAD_TEMPERATURE,),
         _raised(
             lambda c: c.chat.completions.create(
                 model=CHAT_MODEL, messages=BASIC_MESSAGES, temperature=7
@@ -862,27 +992,24 @@ RECIPES: tuple[Recipe, ...] = (
         CHAT_TEXT,
         client="azure",
     ),
-    Recipe(
+    both_ways(
         "azure_chat_stream",
-        (
-            sse_response(
-                [
-                    {
-                        "choices": [],
-                        "created": 0,
-                        "id": "",
-                        "model": "",
-                        "object": "",
-                        "prompt_filter_results": [
-                            {"prompt_index": 0, "content_filter_results": AZURE_FILTER}
-                        ],
-                    },
-                    *text_stream_chunks(STREAM_PIECES, include_usage=False),
-                ]
-            ),
-        ),
+        [
+            {
+                "choices": [],
+                "created": 0,
+                "id": "",
+                "model": "",
+                "object": "",
+                "prompt_filter_results": [
+                    {"prompt_index": 0, "content_filter_results": AZURE_FILTER}
+                ],
+            },
+            *text_stream_chunks(STREAM_PIECES, include_usage=False),
+        ],
         _stream_azure,
         [0, 1, 1, 1, 1, 1],
+        [0, 1, 1, 1, 1, 1, 0],  # the usage-only chunk the application asked for
         client="azure",
     ),
     Recipe(
@@ -987,19 +1114,15 @@ RECIPES: tuple[Recipe, ...] = (
         ),
         "\n\nThis is indeed a test",
     ),
-    Recipe(
+    both_ways(
         "completions_legacy_stream",
-        (
-            sse_response(
-                [
-                    legacy_chunk("This"),
-                    legacy_chunk(" is"),
-                    legacy_chunk(" a test"),
-                    legacy_chunk("", "stop"),
-                    "[DONE]",
-                ]
-            ),
-        ),
+        [
+            legacy_chunk("This"),
+            legacy_chunk(" is"),
+            legacy_chunk(" a test"),
+            legacy_chunk("", "stop"),
+            "[DONE]",
+        ],
         _legacy_stream,
         "This is a test",
     ),

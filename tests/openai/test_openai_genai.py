@@ -141,8 +141,8 @@ def test_streamed_chat_writes_the_usage_of_the_usage_chunk(
 async def test_async_stream_with_requested_usage_writes_it_and_hides_the_usage_chunk(
     async_client: openai.AsyncOpenAI, instrument: Instrument, only_span: OnlySpan
 ) -> None:
-    instrument(TraceConfig(enable_genai_semconv=True, request_stream_usage=True))
-    with replay("chat_stream_usage"), using_session("gen-astream"):  # usage asked by convotel
+    instrument(GENAI_ON)
+    with replay("chat_stream_usage"), using_session("gen-astream"):  # usage asked by default
         stream = await async_client.chat.completions.create(
             model=CHAT_MODEL, messages=STREAM_MESSAGES, stream=True
         )
@@ -158,8 +158,8 @@ async def test_async_stream_with_requested_usage_writes_it_and_hides_the_usage_c
 def test_stream_without_usage_writes_no_token_counts(
     client: openai.OpenAI, instrument: Instrument, only_span: OnlySpan
 ) -> None:
-    instrument(GENAI_ON)
-    with replay("chat_stream"), using_session("gen-nousage"):
+    instrument(TraceConfig(enable_genai_semconv=True, request_stream_usage=False))
+    with replay("chat_stream"), using_session("gen-nousage"):  # the request without usage
         list(
             client.chat.completions.create(model=CHAT_MODEL, messages=STREAM_MESSAGES, stream=True)
         )
@@ -205,6 +205,7 @@ def test_azure_stream_takes_the_response_model_after_the_prompt_filter_chunk(
     assert found["gen_ai.provider.name"] == AZURE_OPENAI
     assert found["gen_ai.request.model"] == "gpt-4o-deploy"
     assert found["gen_ai.response.model"] == chunks[1].model == "gpt-4o-mini-2024-07-18"
+    assert (found["gen_ai.usage.input_tokens"], found["gen_ai.usage.output_tokens"]) == (19, 3)
 
 
 def test_responses_api_writes_chat_names_with_its_usage(

@@ -1,4 +1,8 @@
-"""Streamed chat completions: proxies, stream endings, usage, tool-call deltas, SDK helpers."""
+"""Streamed chat completions: proxies, stream endings, tool-call deltas, SDK helpers.
+
+Usage on streams (asked for by default, opt-out, servers rejecting it) is in
+``test_openai_stream_usage.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from openai_cassettes import Instrument, replay
+from openai_cassettes import replay
 from openai_wire import (
     CHAT_MODEL,
     RECIPES_BY_NAME,
@@ -21,7 +25,6 @@ from openinference.semconv.trace import MessageAttributes, SpanAttributes, ToolC
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from convotel import TraceConfig
 from convotel.openai import OpenAIInstrumentor
 from convotel.spans import STREAM_OUTCOME, TIME_TO_FIRST_TOKEN_MS
 
@@ -81,7 +84,7 @@ def test_stream_yields_exactly_the_sdk_chunks_and_ends_the_span_when_exhausted(
     assert chunk_dumps(chunks) == plain_chunks
     (span,) = finished()
     assert_completed_hello(span)
-    assert SpanAttributes.LLM_TOKEN_COUNT_TOTAL not in attributes_of(span)  # none were sent
+    assert attributes_of(span)[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 22  # asked by default
 
 
 async def test_async_stream_ends_the_span_when_exhausted(
@@ -95,53 +98,6 @@ async def test_async_stream_ends_the_span_when_exhausted(
         chunks = [chunk async for chunk in stream]
     assert len(chunks) == CHUNKS_WITHOUT_USAGE
     assert_completed_hello(only_span())
-
-
-def test_usage_the_application_asked_for_is_recorded_and_still_delivered(
-    client: openai.OpenAI, instrumented: OpenAIInstrumentor, only_span: OnlySpan
-) -> None:
-    with replay("chat_stream_usage"):
-        chunks = list(stream_chat(client, stream_options={"include_usage": True}))
-    assert chunks[-1].choices == []
-    assert chunks[-1].usage is not None
-    attributes = attributes_of(only_span())
-    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_PROMPT] == 19
-    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_COMPLETION] == 3
-    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 22
-
-
-def test_request_stream_usage_asks_for_usage_and_hides_the_extra_chunk(
-    plain_chunks: list[dict[str, Any]],
-    client: openai.OpenAI,
-    instrument: Instrument,
-    only_span: OnlySpan,
-) -> None:
-    instrument(TraceConfig(request_stream_usage=True))
-    # the cassette only answers a request whose body has stream_options.include_usage = true
-    with replay("chat_stream_usage"):
-        chunks = list(stream_chat(client))
-    assert len(chunks) == CHUNKS_WITHOUT_USAGE
-    assert all(chunk.usage is None for chunk in chunks)
-    # the same chunks, but for the `usage: null` field the request added to each of them
-    assert [{**c.model_dump(), "usage": None} for c in chunks] == [
-        {**c, "usage": None} for c in plain_chunks
-    ]
-    attributes = attributes_of(only_span())
-    assert attributes[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 22
-    assert "stream_options" not in str(attributes[SpanAttributes.LLM_INVOCATION_PARAMETERS])
-
-
-async def test_request_stream_usage_hides_the_extra_chunk_from_async_streams(
-    async_client: openai.AsyncOpenAI, instrument: Instrument, only_span: OnlySpan
-) -> None:
-    instrument(TraceConfig(request_stream_usage=True))
-    with replay("chat_stream_usage"):
-        stream = await async_client.chat.completions.create(
-            model=CHAT_MODEL, messages=STREAM_MESSAGES, stream=True
-        )
-        chunks = [chunk async for chunk in stream]
-    assert [len(c.choices) for c in chunks] == [1] * CHUNKS_WITHOUT_USAGE
-    assert attributes_of(only_span())[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 22
 
 
 def test_azure_prompt_filter_chunk_without_choices_is_delivered(
@@ -293,19 +249,6 @@ async def test_async_stream_helper_span_ends_at_an_early_with_exit(
                     break
     (span,) = finished()
     assert attributes_of(span)[STREAM_OUTCOME] == "closed_early"
-
-
-def test_stream_helper_final_completion_has_no_usage_when_convotel_asked_for_it(
-    client: openai.OpenAI, instrument: Instrument, only_span: OnlySpan
-) -> None:
-    instrument(TraceConfig(request_stream_usage=True))
-    with (
-        replay("chat_stream_usage"),
-        client.chat.completions.stream(model=CHAT_MODEL, messages=STREAM_MESSAGES) as stream,
-    ):
-        completion = stream.get_final_completion()
-    assert completion.usage is None  # the application did not ask for usage
-    assert attributes_of(only_span())[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 22
 
 
 def test_with_streaming_response_stream_is_traced_through_parse(

@@ -111,9 +111,10 @@ class TraceConfig:
     * ``max_value_length`` [CONVOTEL_MAX_VALUE_LENGTH] (default: no limit): longer string
       attribute values (and strings in lists, image URLs, values recorded as JSON) are truncated
       to this many characters.
-    * ``request_stream_usage`` [CONVOTEL_REQUEST_STREAM_USAGE] (default false): providers that
-      need it (OpenAI) are asked for token usage on streams the application did not ask it for;
-      the extra usage-only chunk is hidden from the application.
+    * ``request_stream_usage`` [CONVOTEL_REQUEST_STREAM_USAGE] (default true): providers that
+      need it (OpenAI) are asked for token usage on streams the application did not ask it for,
+      so streamed turns count their tokens; the extra usage-only chunk is hidden from the
+      application. ``False`` sends every request unchanged.
     * ``enable_genai_semconv`` [OPENINFERENCE_ENABLE_GENAI_SEMCONV] (default false): also write the
       OpenTelemetry GenAI names (``gen_ai.conversation.id``, ``gen_ai.usage.input_tokens``...).
     """
@@ -131,7 +132,7 @@ class TraceConfig:
     )
     base64_image_max_length: int = _option("OPENINFERENCE_BASE64_IMAGE_MAX_LENGTH", 32_000, "int")
     max_value_length: int | None = _option("CONVOTEL_MAX_VALUE_LENGTH", None, "int")
-    request_stream_usage: bool = _option("CONVOTEL_REQUEST_STREAM_USAGE", False)
+    request_stream_usage: bool = _option("CONVOTEL_REQUEST_STREAM_USAGE", True)
     enable_genai_semconv: bool = _option("OPENINFERENCE_ENABLE_GENAI_SEMCONV", False)
     _decisions: dict[str, _Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False

@@ -4,6 +4,11 @@
 the ``.stream(...)`` helpers), the Responses API, embeddings and legacy completions, for the
 OpenAI and Azure OpenAI clients, sync and async, including the ``.with_raw_response`` and
 ``.with_streaming_response`` call paths. Other API calls (models, files...) are not traced.
+
+Streamed chat and legacy completions count their tokens by default: convotel asks for the usage
+chunk the application did not ask for and hides it (``TraceConfig(request_stream_usage=False)``
+or ``CONVOTEL_REQUEST_STREAM_USAGE=false`` sends requests unchanged); see
+:mod:`convotel.openai.stream_usage` for servers that reject ``stream_options``.
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ from convotel.openai.endpoints import (
     OpenAIEndpoint,
     ParsedChatCompletions,
     Responses,
+    UsageRequestingEndpoint,
 )
 from convotel.openai.package import INSTRUMENTATION_NAME, _instruments
 from convotel.openai.retries import record_retries
+from convotel.openai.stream_usage import async_usage_wrapper, sync_usage_wrapper
 from convotel.openai.version import __version__
 
 __all__ = ["OpenAIInstrumentor", "__version__"]
+
+#: What the endpoints read while not instrumented: requests are sent as the application wrote them.
+_REQUESTS_UNCHANGED = TraceConfig(request_stream_usage=False)
 
 
 class OpenAIInstrumentor(ConvotelInstrumentor):
@@ -37,13 +47,15 @@ class OpenAIInstrumentor(ConvotelInstrumentor):
         return _instruments
 
     def _config(self) -> TraceConfig:
+        if not self.is_instrumented_by_opentelemetry:  # wrappers kept alive by cached methods
+            return _REQUESTS_UNCHANGED
         return self.tracing.config
 
     def wrap_targets(self) -> Sequence[WrapTarget]:
         chat = ChatCompletions(self._config)
+        completions = Completions(self._config)
         responses = Responses(self._config)
         sync_methods: tuple[tuple[str, str, OpenAIEndpoint], ...] = (
-            ("openai.resources.chat.completions", "Completions.create", chat),
             (
                 "openai.resources.chat.completions",
                 "Completions.parse",
@@ -52,9 +64,21 @@ class OpenAIInstrumentor(ConvotelInstrumentor):
             ("openai.resources.responses", "Responses.create", responses),
             ("openai.resources.responses", "Responses.parse", responses),
             ("openai.resources.embeddings", "Embeddings.create", Embeddings(self._config)),
-            ("openai.resources.completions", "Completions.create", Completions(self._config)),
+        )
+        #: May add ``stream_options`` to streamed calls (with the fallback for servers refusing it).
+        usage_requesting: tuple[tuple[str, str, UsageRequestingEndpoint], ...] = (
+            ("openai.resources.chat.completions", "Completions.create", chat),
+            ("openai.resources.completions", "Completions.create", completions),
         )
         return [
+            *(
+                target
+                for module, name, endpoint in usage_requesting
+                for target in (
+                    WrapTarget(module, name, wrapper=sync_usage_wrapper(endpoint)),
+                    WrapTarget(module, f"Async{name}", wrapper=async_usage_wrapper(endpoint)),
+                )
+            ),
             *(WrapTarget(module, name, endpoint) for module, name, endpoint in sync_methods),
             *(
                 WrapTarget(module, f"Async{name}", endpoint, is_async=True)

@@ -6,13 +6,17 @@ a stream of each endpoint turn into attributes, plus two OpenAI specifics shared
 * ``.with_raw_response`` returns a ``LegacyAPIResponse`` (already read: parsed here, the SDK
   caches the result) and ``.with_streaming_response`` an unread ``APIResponse``
   (handed back as a :class:`~convotel.openai.streaming.DeferredResponseProxy`).
-* With ``TraceConfig(request_stream_usage=True)`` streamed chat and legacy completions are sent
-  with ``stream_options={"include_usage": True}`` unless the application chose that option
-  itself; the extra usage-only chunk is then hidden from the application.
+* With ``TraceConfig(request_stream_usage=True)`` (the default) streamed chat and legacy
+  completions are sent with ``stream_options={"include_usage": True}`` unless the application
+  chose ``include_usage`` itself or reads the raw response; the extra usage-only chunk is then
+  hidden from the application (see :mod:`convotel.openai.stream_usage` for servers that refuse
+  the option).
 """
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
 from typing import Any
@@ -24,6 +28,7 @@ from openinference.semconv.trace import OpenInferenceSpanKindValues
 from convotel.config import TraceConfig
 from convotel.openai import extraction
 from convotel.openai.extraction import AZURE, OPENAI, Pair
+from convotel.openai.stream_usage import RejectingServers
 from convotel.openai.streaming import (
     ChatStreamAccumulator,
     CompletionStreamAccumulator,
@@ -62,7 +67,7 @@ class OpenAIEndpoint(Endpoint):
     def extract_response(self, response: Any) -> Iterator[Pair]:
         return iter(())
 
-    def new_accumulator(self, kwargs: Mapping[str, Any]) -> StreamAccumulator:
+    def new_accumulator(self, response: Any, kwargs: Mapping[str, Any]) -> StreamAccumulator:
         return NoStreamAccumulator()
 
     def request_parameters(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,9 +91,9 @@ class OpenAIEndpoint(Endpoint):
         self, response: Any, kwargs: Mapping[str, Any]
     ) -> StreamAccumulator | None:
         if isinstance(response, _STREAMS_AND_DEFERRED):
-            return self.new_accumulator(kwargs)
+            return self.new_accumulator(response, kwargs)
         if isinstance(response, LegacyAPIResponse) and kwargs.get("stream") is True:
-            return self.new_accumulator(kwargs)
+            return self.new_accumulator(response, kwargs)
         return None
 
     def wrap_stream(self, response: Any, call: CallSpan, accumulator: StreamAccumulator) -> Any:
@@ -97,8 +102,19 @@ class OpenAIEndpoint(Endpoint):
         return DeferredResponseProxy(response, call, self, accumulator)
 
 
-class _UsageRequestingEndpoint(OpenAIEndpoint):
-    """Chat and legacy completions: may ask for stream usage on the application's behalf."""
+class UsageRequestingEndpoint(OpenAIEndpoint):
+    """Chat and legacy completions: may ask for stream usage on the application's behalf.
+
+    Wrapped with :func:`~convotel.openai.stream_usage.sync_usage_wrapper` (or the async one),
+    which sends the added option, falls back to the application's request when a server rejects
+    it, and reports such responses through :meth:`sent_unchanged`.
+    """
+
+    def __init__(self, get_config: ConfigGetter) -> None:
+        super().__init__(get_config)
+        #: Servers that refused ``stream_options`` (their calls are sent unchanged).
+        self.rejecting = RejectingServers()
+        self._unchanged: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def requests_usage(self, kwargs: Mapping[str, Any]) -> bool:
         """True when convotel adds ``include_usage`` (and must hide the usage-only chunk)."""
@@ -107,7 +123,7 @@ class _UsageRequestingEndpoint(OpenAIEndpoint):
         options = kwargs.get("stream_options")
         if isinstance(options, Mapping) and "include_usage" in options:
             return False  # the application decided
-        headers = kwargs.get("extra_headers")
+        headers = kwargs.get("extra_headers")  # the raw body is the application's to read
         return not (isinstance(headers, Mapping) and _RAW_RESPONSE_HEADER in headers)
 
     def adjust_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -118,8 +134,26 @@ class _UsageRequestingEndpoint(OpenAIEndpoint):
         merged["include_usage"] = True
         return {**kwargs, "stream_options": merged}
 
+    def sent_unchanged(self, response: Any) -> Any:
+        """Note that ``response`` answers the application's own request (nothing to hide)."""
+        with contextlib.suppress(TypeError):  # not weak-referenceable: not an SDK stream
+            self._unchanged.add(response)
+        return response
 
-class ChatCompletions(_UsageRequestingEndpoint):
+    def hides_usage_chunk(self, response: Any, kwargs: Mapping[str, Any]) -> bool:
+        """Whether ``response``'s usage-only chunk is convotel's to hide."""
+        if not self.requests_usage(kwargs):
+            return False
+        if self._unchanged and response in self._unchanged:
+            self._unchanged.discard(response)
+            return False
+        return True
+
+    def new_accumulator(self, response: Any, kwargs: Mapping[str, Any]) -> StreamAccumulator:
+        return ChatStreamAccumulator(hide_usage_chunk=self.hides_usage_chunk(response, kwargs))
+
+
+class ChatCompletions(UsageRequestingEndpoint):
     """``chat.completions.create`` (also reached by ``.stream(...)`` and the raw-response paths)."""
 
     span_name = "ChatCompletion"
@@ -129,9 +163,6 @@ class ChatCompletions(_UsageRequestingEndpoint):
 
     def extract_response(self, response: Any) -> Iterator[Pair]:
         return extraction.chat_response_attributes(response)
-
-    def new_accumulator(self, kwargs: Mapping[str, Any]) -> StreamAccumulator:
-        return ChatStreamAccumulator(hide_usage_chunk=self.requests_usage(kwargs))
 
 
 class ParsedChatCompletions(ChatCompletions):
@@ -164,11 +195,11 @@ class Responses(OpenAIEndpoint):
     def extract_response(self, response: Any) -> Iterator[Pair]:
         return extraction.responses_response_attributes(response)
 
-    def new_accumulator(self, kwargs: Mapping[str, Any]) -> StreamAccumulator:
+    def new_accumulator(self, response: Any, kwargs: Mapping[str, Any]) -> StreamAccumulator:
         return ResponsesStreamAccumulator()
 
 
-class Completions(_UsageRequestingEndpoint):
+class Completions(UsageRequestingEndpoint):
     """The legacy ``completions.create``."""
 
     span_name = "Completion"
@@ -179,8 +210,10 @@ class Completions(_UsageRequestingEndpoint):
     def extract_response(self, response: Any) -> Iterator[Pair]:
         return extraction.completion_response_attributes(response)
 
-    def new_accumulator(self, kwargs: Mapping[str, Any]) -> StreamAccumulator:
-        return CompletionStreamAccumulator(hide_usage_chunk=self.requests_usage(kwargs))
+    def new_accumulator(self, response: Any, kwargs: Mapping[str, Any]) -> StreamAccumulator:
+        return CompletionStreamAccumulator(
+            hide_usage_chunk=self.hides_usage_chunk(response, kwargs)
+        )
 
 
 class Embeddings(OpenAIEndpoint):

@@ -62,11 +62,20 @@ class _Choice:
         )
 
 
+def _unset_usage_field(chunk: Any) -> None:
+    """Forget that a chunk's JSON had ``"usage": null`` (only convotel's request put it there)."""
+    fields = getattr(chunk, "model_fields_set", None)  # the model's own set, pydantic 1 and 2
+    if isinstance(fields, set):
+        fields.discard("usage")
+
+
 class ChatStreamAccumulator:
     """Chat completion chunks: text and tool-call deltas per choice, usage, finish reasons.
 
     With ``hide_usage_chunk`` (convotel asked for usage on the application's behalf) the final
-    usage-only chunk (no choices) is recorded and hidden from the application.
+    usage-only chunk (no choices) is recorded and hidden from the application, and the other
+    chunks' ``"usage": null`` (sent because of that request) is marked unset again, so
+    ``to_dict()`` and ``model_dump(exclude_unset=True)`` show the chunks the application asked for.
     """
 
     __slots__ = ("_choices", "_hide_usage_chunk", "_model", "_usage")
@@ -83,6 +92,8 @@ class ChatStreamAccumulator:
         usage = chunk.usage
         if usage is not None:
             self._usage = usage
+        elif self._hide_usage_chunk:
+            _unset_usage_field(chunk)
         choices = chunk.choices
         if not choices:
             return usage is None or not self._hide_usage_chunk
