@@ -279,6 +279,27 @@ def test_with_both_instrumentors_a_stream_is_one_llm_span(
 
 
 @pytest.mark.usefixtures("openai_instrumented")
+def test_with_both_instrumentors_a_stream_not_asking_for_usage_counts_its_tokens_once(
+    spans: FinishedSpans, llm: OpenAI
+) -> None:
+    """convotel asks for the usage LlamaIndex did not ask for (the cassette's request has it)
+    and hides the usage chunk from LlamaIndex: its span has no tokens to count twice."""
+    with cassette("stream_chat"):
+        asked = list(llm.stream_chat([ChatMessage(role="user", content=QUESTION)]))
+    spans.exporter.clear()
+    default_llm = OpenAI(model="gpt-4o-mini", api_key=API_KEY, max_retries=0)
+    with cassette("stream_chat") as played, using_session("both-default"):
+        chunks = list(default_llm.stream_chat([ChatMessage(role="user", content=QUESTION)]))
+
+    assert played.all_played
+    assert [c.delta for c in chunks] == [c.delta for c in asked][:-1]  # no usage-only chunk
+    assert chunks[-1].message.content == asked[-1].message.content
+    assert all(chunk.raw.usage is None for chunk in chunks)  # LlamaIndex saw no usage
+    only_llm_span_below(spans, "OpenAI.stream_chat")
+    spans.captured().assert_session("both-default", llm_calls=1, tokens=(14, 7, 21))
+
+
+@pytest.mark.usefixtures("openai_instrumented")
 def test_with_both_instrumentors_a_stream_consumed_after_its_session_block_nests_under_its_call(
     spans: FinishedSpans, llm: OpenAI
 ) -> None:
