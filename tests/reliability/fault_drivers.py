@@ -408,6 +408,23 @@ class MistralDriver(Driver):
         await self.async_http.aclose()
 
 
+class OpenAIStreamUsageDriver(OpenAIDriver):
+    """The OpenAI SDK streaming without asking for usage: convotel asks (its default) and hides
+    the usage chunk; each chunk, unset fields included, is what the SDK yields uninstrumented."""
+
+    name = "openai_stream_usage"
+
+    def _request(self, fault: str | None, stream: bool) -> dict[str, Any]:
+        request = super()._request(fault, stream)
+        request.pop("stream_options", None)
+        return request
+
+    def chunk(self, item: Any) -> object:
+        sent = item.to_dict()  # only the fields the server sent
+        sent.pop("created", None)
+        return (_plain(item), sent)
+
+
 class LlamaIndexDriver(OpenAIDriver):
     """A LlamaIndex chat model calling over HTTP through the (uninstrumented) OpenAI SDK."""
 
@@ -508,4 +525,10 @@ class DSPyDriver(Driver):
         return ("chunk", [choice.delta.content for choice in choices])
 
 
-DRIVERS: tuple[type[Driver], ...] = (OpenAIDriver, MistralDriver, LlamaIndexDriver, DSPyDriver)
+DRIVERS: tuple[type[Driver], ...] = (
+    OpenAIDriver,
+    OpenAIStreamUsageDriver,
+    MistralDriver,
+    LlamaIndexDriver,
+    DSPyDriver,
+)
