@@ -60,6 +60,7 @@ SESSIONS_QUERY = """
 query ($name: String!) {
   getProjectByName(name: $name) {
     traceCount
+    recordCount
     sessions(first: 100) {
       edges { node {
         sessionId numTraces userId
@@ -197,16 +198,19 @@ def expected_sessions(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def wait_for_sessions(
-    phoenix: Phoenix, project: str, wanted: dict[str, int]
+    phoenix: Phoenix, project: str, wanted: dict[str, int], spans: int
 ) -> dict[str, dict[str, Any]]:
-    """The project's sessions once each of ``wanted`` (session id -> turns) has all its traces."""
+    """The project's sessions once each of ``wanted`` (session id -> turns) has all its traces
+    and all ``spans`` spans are stored (Phoenix inserts in batches: a trace can be counted
+    before its last spans, and so its tokens and output, are in)."""
     found: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
     while time.monotonic() < deadline:
-        data = phoenix.graphql(SESSIONS_QUERY, {"name": project})["getProjectByName"]
-        edges = (data or {}).get("sessions", {}).get("edges", [])
+        data = phoenix.graphql(SESSIONS_QUERY, {"name": project})["getProjectByName"] or {}
+        edges = data.get("sessions", {}).get("edges", [])
         found = {edge["node"]["sessionId"]: edge["node"] for edge in edges}
-        if all(found.get(sid, {}).get("numTraces") == turns for sid, turns in wanted.items()):
+        complete = all(found.get(sid, {}).get("numTraces") == n for sid, n in wanted.items())
+        if complete and data.get("recordCount") == spans:
             return found
         time.sleep(0.2)
     pytest.fail(f"sessions did not all arrive in Phoenix: {found}\n{phoenix.log_tail()}")
@@ -224,7 +228,8 @@ def phoenix_sessions(
     )
     assert "Sessions tab" in stdout
     wanted = {sid: len(session.turns) for sid, session in expected_sessions.items()}
-    return project, wait_for_sessions(phoenix, project, wanted)
+    spans = sum(len(session.spans) for session in expected_sessions.values())
+    return project, wait_for_sessions(phoenix, project, wanted, spans)
 
 
 def test_phoenix_groups_the_demo_traces_into_its_sessions(
@@ -312,7 +317,9 @@ def billed_by_session(llm_server: FakeLLMServer, run_id: str) -> dict[str, tuple
 
 
 @pytest.fixture(scope="module")
-def served_run(phoenix: Phoenix, run_id: str) -> ServedRun:
+def served_run(
+    phoenix: Phoenix, run_id: str, tmp_path_factory: pytest.TempPathFactory
+) -> ServedRun:
     """Run `convotel demo --serve --otlp` into Phoenix, recording what each user received and
     what the loopback server billed, and wait until every session has all its traces."""
     web_users = pytest.importorskip("convotel.demo.web_users", reason="--serve needs fastapi")
@@ -334,6 +341,7 @@ def served_run(phoenix: Phoenix, run_id: str) -> ServedRun:
         received[(str(client.headers["x-session-id"]), turn.text)] = reply.text
         return reply
 
+    store = tmp_path_factory.mktemp("served") / "spans.sqlite3"  # what was sent, to count it
     phoenix.wait_until_healthy()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(demo_app, "FakeLLMServer", RecordedLLMServer)
@@ -346,10 +354,14 @@ def served_run(phoenix: Phoenix, run_id: str) -> ServedRun:
             project,
             "--run-id",
             serve_run_id,
+            "--store",
+            str(store),
         )
     assert "Chat service (FastAPI on uvicorn)" in stdout
     wanted = {c.session_id(serve_run_id): len(c.turns) for c in CONVERSATIONS}
-    found = wait_for_sessions(phoenix, project, wanted)
+    with SpanStore(store) as reader:
+        spans = sum(len(session.spans) for session in reader.sessions())
+    found = wait_for_sessions(phoenix, project, wanted, spans)
     (llm_server,) = llm_servers
     return ServedRun(
         project, serve_run_id, found, received, billed_by_session(llm_server, serve_run_id)
