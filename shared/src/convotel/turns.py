@@ -82,16 +82,20 @@ def turn_input_text(attributes: Mapping[str, AttributeValue]) -> str | None:
     Falls back to the call's ``input.value`` when that is text (not JSON), e.g. the redaction
     marker of a hidden input.
     """
-    newest = -1
-    for key, value in attributes.items():
-        if value == "user" and key.endswith(_ROLE_SUFFIX) and key.startswith(_INPUT_PREFIX):
-            index = _index(key, _INPUT_PREFIX)
-            if index is not None and index > newest:
-                newest = index
-    if newest >= 0:
-        text = _message_text(attributes, f"{_INPUT_PREFIX}{newest}.")
-        if text is not None:
-            return _field_values(text, output=False)
+    # The SDK's attribute mapping is slow to read by item but quick to iterate by key: find the
+    # messages by their role keys, then read roles from the newest back to the first user one.
+    indexes = []
+    for key in attributes:
+        if key.endswith(_ROLE_SUFFIX) and key.startswith(_INPUT_PREFIX):
+            head = key[_INPUT_PREFIX_LENGTH:_ROLE_SUFFIX_START]
+            if head.isdigit():
+                indexes.append(int(head))
+    for index in sorted(indexes, reverse=True):
+        if attributes.get(f"{_INPUT_PREFIX}{index}{_ROLE_SUFFIX}") == "user":
+            text = _message_text(attributes, f"{_INPUT_PREFIX}{index}.")
+            if text is not None:
+                return _field_values(text, output=False)
+            break
     return _plain_value(attributes, _INPUT_VALUE, _INPUT_MIME)
 
 
@@ -118,10 +122,11 @@ def _message_text(attributes: Mapping[str, AttributeValue], message_prefix: str)
         return content
     parts_prefix = message_prefix + _CONTENTS
     parts: list[tuple[int, str]] = []
-    for key, value in attributes.items():
-        if isinstance(value, str) and key.endswith(_PART_TEXT) and key.startswith(parts_prefix):
+    for key in attributes:
+        if key.endswith(_PART_TEXT) and key.startswith(parts_prefix):
             index = _index(key, parts_prefix)
-            if index is not None:
+            value = attributes.get(key)
+            if index is not None and isinstance(value, str):
                 parts.append((index, value))
     return "\n".join(text for _, text in sorted(parts)) if parts else None
 
@@ -161,6 +166,8 @@ def _field_values(text: str, *, output: bool) -> str:
 
 
 _OUTPUT_FIRST = _OUTPUT_PREFIX + "0."
+_INPUT_PREFIX_LENGTH = len(_INPUT_PREFIX)
+_ROLE_SUFFIX_START = -len(_ROLE_SUFFIX)
 _FIELD_START = "[[ ## "
 _FIELD_HEADER = re.compile(r"^\[\[ ## (\w+) ## \]\][ \t]*(?:\n|$)", re.MULTILINE)
 _DSPY_INSTRUCTIONS = "Respond with the corresponding output fields"
@@ -170,12 +177,19 @@ _DSPY_INSTRUCTIONS = "Respond with the corresponding output fields"
 
 
 class _OpenSpan(weakref.ref):  # type: ignore[type-arg]
-    """A span open in this process: a weak reference, its id, its open parent's and root's ids."""
+    """A span open in this process: a weak reference, its id, its open parent's and root's ids.
 
-    __slots__ = ("parent_id", "root_id", "span_id")
+    ``ids`` caches the session/user ids the span is known to carry (``None``: not read yet):
+    reading a missing key from the SDK's attribute mapping costs more than the rest of the work.
+    Ids are never removed from a span, so a cached id is always there; before writing one the
+    cache says is missing, the span itself is asked.
+    """
+
+    __slots__ = ("ids", "parent_id", "root_id", "span_id")
     span_id: int
     parent_id: int | None
     root_id: int
+    ids: dict[str, AttributeValue] | None
 
 
 class _TurnText:
@@ -216,6 +230,7 @@ class TraceJoiner:
         parent = span.parent
         entry = _OpenSpan(span, self._on_collected)
         entry.span_id = span_id
+        entry.ids = _read_ids(span.attributes) if has_ids and self.join_trace else None
         parent_entry = None
         if parent is not None and not parent.is_remote:
             parent_entry = self._open.get(parent.span_id)
@@ -226,9 +241,11 @@ class TraceJoiner:
         self._open[span_id] = entry
         if not self.join_trace or parent_entry is None:
             return
-        if has_ids:
-            self._stamp_ancestors(span, entry)
-        self._inherit(span, parent_entry)
+        if entry.ids:
+            self._stamp_chain(parent_entry, entry.ids)
+            if len(entry.ids) == len(_JOINED):
+                return  # nothing left to inherit
+        self._inherit(span, entry, parent_entry)
 
     def span_ended(self, span: Any) -> None:
         """Forget ``span``; an ended model call writes its turn's text on its open root."""
@@ -239,9 +256,10 @@ class TraceJoiner:
         if entry.parent_id is None:
             self._turns.pop(span_id, None)
             return
-        attributes = span.attributes
-        if self.turn_text and attributes.get(_KIND) == _LLM:
-            self._write_turn_text(attributes, entry.root_id)
+        if self.turn_text:
+            attributes = span.attributes
+            if attributes.get(_KIND) == _LLM:
+                self._write_turn_text(attributes, entry.root_id)
 
     def join_current(self, context: Context) -> None:
         """Stamp the context's current span and its open ancestors with the context's ids."""
@@ -261,14 +279,6 @@ class TraceJoiner:
             self._open.pop(entry.span_id, None)
         self._turns.pop(entry.span_id, None)
 
-    def _stamp_ancestors(self, span: Any, entry: _OpenSpan) -> None:
-        attributes = span.attributes
-        ids = {key: attributes[key] for key in _JOINED if key in attributes}
-        if ids and entry.parent_id is not None:
-            parent = self._open.get(entry.parent_id)
-            if parent is not None:
-                self._stamp_chain(parent, ids)
-
     def _stamp_chain(self, entry: _OpenSpan, ids: Mapping[str, AttributeValue]) -> None:
         """Give ``entry``'s span, its open ancestors and its open root the ids they lack.
 
@@ -287,32 +297,42 @@ class TraceJoiner:
 
     @staticmethod
     def _stamp(entry: _OpenSpan, ids: Mapping[str, AttributeValue]) -> None:
+        known = _known_ids(entry)
+        if known is None or all(key in known for key in ids):
+            return
         span = entry()
         if span is None:
             return
-        attributes = span.attributes
-        missing = {key: value for key, value in ids.items() if key not in attributes}
+        attributes = span.attributes  # the application may have set one since it was read
+        missing = {}
+        for key, value in ids.items():
+            if key not in known:
+                found = attributes.get(key)
+                if found is None:
+                    missing[key] = known[key] = value
+                else:
+                    known[key] = found
         if missing:
             span.set_attributes(missing)
 
-    def _inherit(self, span: Any, parent_entry: _OpenSpan) -> None:
-        parent = parent_entry()
-        if parent is None:
+    @staticmethod
+    def _inherit(span: Any, entry: _OpenSpan, parent_entry: _OpenSpan) -> None:
+        parent_ids = _known_ids(parent_entry)
+        if not parent_ids:
             return
-        parent_attributes, attributes = parent.attributes, span.attributes
-        inherited = {
-            key: parent_attributes[key]
-            for key in _JOINED
-            if key in parent_attributes and key not in attributes
-        }
+        own = entry.ids if entry.ids is not None else _read_ids(span.attributes)
+        inherited = {key: value for key, value in parent_ids.items() if key not in own}
         if inherited:
             span.set_attributes(inherited)
+            own = {**own, **inherited}
+        entry.ids = own
 
     def _write_turn_text(self, attributes: Mapping[str, AttributeValue], root_id: int) -> None:
         entry = self._open.get(root_id)
         root = entry() if entry is not None else None
         if root is None:
             return  # the root ended first (or was collected): nothing to write on
+        written: dict[str, AttributeValue] = {}
         with self._lock:
             turn = self._turns.get(root_id)
             if turn is None:
@@ -323,13 +343,29 @@ class TraceJoiner:
                 if text is not None:
                     turn.input_decided = True
                     if _INPUT_VALUE not in root_attributes:
-                        root.set_attributes({_INPUT_VALUE: text, _INPUT_MIME: _TEXT})
+                        written[_INPUT_VALUE], written[_INPUT_MIME] = text, _TEXT
             text = reply_text(attributes)
             if text is not None:
                 current = root_attributes.get(_OUTPUT_VALUE)
                 if current is None or current == turn.output_written:
-                    root.set_attributes({_OUTPUT_VALUE: text, _OUTPUT_MIME: _TEXT})
+                    written[_OUTPUT_VALUE], written[_OUTPUT_MIME] = text, _TEXT
                     turn.output_written = text
+            if written:
+                root.set_attributes(written)
+
+
+def _read_ids(attributes: Mapping[str, AttributeValue]) -> dict[str, AttributeValue]:
+    return {key: value for key in _JOINED if (value := attributes.get(key)) is not None}
+
+
+def _known_ids(entry: _OpenSpan) -> dict[str, AttributeValue] | None:
+    """The ids ``entry``'s span carries (read once); ``None`` when the span is gone."""
+    if entry.ids is None:
+        span = entry()
+        if span is None:
+            return None
+        entry.ids = _read_ids(span.attributes)
+    return entry.ids
 
 
 def join_current_trace(context: Context) -> None:
