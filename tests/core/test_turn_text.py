@@ -482,3 +482,31 @@ def test_a_span_collected_without_ending_is_forgotten(exporter: InMemorySpanExpo
     del span
     gc.collect()
     assert joiner._open == {}
+
+
+def test_an_id_the_application_set_after_the_span_started_is_never_replaced(
+    tracer: trace_api.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER) as root:
+        tracer.start_span("http receive").end()  # the joiner has looked at the root by now
+        root.set_attribute(SESSION, "set by the app")
+        with using_session("s-6"), using_user("u-6"):
+            tracer.start_span("db query").end()
+
+    root_attributes = by_name(exporter, "POST /chat").attributes or {}
+    assert (root_attributes[SESSION], root_attributes[USER]) == ("set by the app", "u-6")
+
+
+def test_children_inherit_the_ids_a_span_was_started_with(
+    tracer: trace_api.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with (
+        tracer.start_as_current_span("worker", attributes={SESSION: "given", USER: "u-7"}),
+        tracer.start_as_current_span("step"),
+    ):
+        tracer.start_span("leaf", attributes={USER: "own"}).end()
+
+    step = by_name(exporter, "step").attributes or {}
+    leaf = by_name(exporter, "leaf").attributes or {}
+    assert (step[SESSION], step[USER]) == ("given", "u-7")
+    assert (leaf[SESSION], leaf[USER]) == ("given", "own")
