@@ -53,6 +53,8 @@ def test_one_shot_message_iterables_are_not_consumed() -> None:
         ({"stream": True, "stream_options": {"include_obfuscation": False}}, True),
         ({"stream": True, "stream_options": {"include_usage": False}}, False),
         ({"stream": True, "extra_headers": {"X-Stainless-Raw-Response": "true"}}, False),
+        ({"stream": True, "extra_body": {"stream_options": {"include_usage": True}}}, False),
+        ({"stream": True, "extra_body": {"seed": 1}}, True),
         ({"stream": False}, False),
         ({}, False),
     ],

@@ -123,6 +123,9 @@ class UsageRequestingEndpoint(OpenAIEndpoint):
         options = kwargs.get("stream_options")
         if isinstance(options, Mapping) and "include_usage" in options:
             return False  # the application decided
+        extra_body = kwargs.get("extra_body")  # sent over whatever convotel would add
+        if isinstance(extra_body, Mapping) and "stream_options" in extra_body:
+            return False
         headers = kwargs.get("extra_headers")  # the raw body is the application's to read
         return not (isinstance(headers, Mapping) and _RAW_RESPONSE_HEADER in headers)
 
