@@ -510,3 +510,99 @@ def test_children_inherit_the_ids_a_span_was_started_with(
     leaf = by_name(exporter, "leaf").attributes or {}
     assert (step[SESSION], step[USER]) == ("given", "u-7")
     assert (leaf[SESSION], leaf[USER]) == ("given", "own")
+
+
+# --- a model call made from a prompt rendered around a framework operation's input -----------
+
+RAG_QUESTION = "Which tower is in Belém?"
+RAG_PROMPT = (
+    "Context information is below.\n---\nBelém has a tower.\n---\n"
+    f"Answer the query using only the context.\nQuery: {RAG_QUESTION}\nAnswer: "
+)
+
+
+def rag_call(tracer: trace_api.Tracer, context: Any = None) -> trace_api.Span:
+    """A model call (not ended) whose one user message is the rendered RAG prompt."""
+    span = tracer.start_span("MockLLM.complete", context)
+    span.set_attributes(
+        llm_attributes(
+            [Message(role="user", content=RAG_PROMPT)],
+            reply=Message(role="assistant", content="The Belém Tower."),
+        )
+    )
+    return span
+
+
+def framework_span(tracer: trace_api.Tracer, name: str, kind: str = "CHAIN") -> Any:
+    return tracer.start_as_current_span(name, attributes={KIND: kind})
+
+
+@pytest.mark.parametrize("kind", ["CHAIN", "AGENT"])
+def test_a_prompt_rendered_around_the_enclosing_operations_input_shows_that_input(
+    tracer: trace_api.Tracer, exporter: InMemorySpanExporter, kind: str
+) -> None:
+    with (
+        tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER),
+        framework_span(tracer, "QueryEngine.query", kind) as query,
+    ):
+        with framework_span(tracer, "Synthesizer.synthesize") as synthesize:
+            rag_call(tracer).end()
+            synthesize.set_attributes(dict(input_value_attributes("Belém")))  # inner, shorter
+        query.set_attributes(dict(input_value_attributes(RAG_QUESTION)))  # set at its end
+
+    root = by_name(exporter, "POST /chat").attributes or {}
+    assert root[INPUT] == RAG_QUESTION  # the outermost operation's input
+    assert root[OUTPUT] == "The Belém Tower."
+
+
+def test_a_streamed_call_ending_after_its_operation_still_shows_the_operations_input(
+    tracer: trace_api.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER):
+        with framework_span(tracer, "QueryEngine.query") as query:
+            stream = rag_call(tracer)
+            query.set_attributes(dict(input_value_attributes(RAG_QUESTION)))
+        stream.end()  # the response body was read after the query returned
+
+    assert by_name(exporter, "POST /chat").attributes[INPUT] == RAG_QUESTION  # type: ignore[index]
+
+
+def test_only_enclosing_framework_operations_count(
+    tracer: trace_api.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER):
+        with framework_span(tracer, "earlier step") as earlier:  # a sibling, not around the call
+            earlier.set_attributes(dict(input_value_attributes(RAG_QUESTION)))
+        with tracer.start_as_current_span("app span") as plain:  # not a framework operation
+            rag_call(tracer).end()
+            plain.set_attributes(dict(input_value_attributes(RAG_QUESTION)))
+        with framework_span(tracer, "later step") as later:
+            later.set_attributes(dict(input_value_attributes(RAG_QUESTION)))
+
+    assert by_name(exporter, "POST /chat").attributes[INPUT] == RAG_PROMPT  # type: ignore[index]
+
+
+@pytest.mark.parametrize("operation_input", ["Where is Porto?", '{"query": "Belém"}'])
+def test_an_operation_input_the_prompt_does_not_embed_leaves_the_message(
+    tracer: trace_api.Tracer, exporter: InMemorySpanExporter, operation_input: str
+) -> None:
+    with (
+        tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER),
+        framework_span(tracer, "QueryEngine.query") as query,
+    ):
+        rag_call(tracer).end()
+        query.set_attributes(dict(input_value_attributes(operation_input)))
+
+    assert by_name(exporter, "POST /chat").attributes[INPUT] == RAG_PROMPT  # type: ignore[index]
+
+
+def test_an_input_the_application_set_on_the_root_is_kept_over_the_operations(
+    tracer: trace_api.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER) as root:
+        root.set_attribute(INPUT, "set by the app")
+        with framework_span(tracer, "QueryEngine.query") as query:
+            rag_call(tracer).end()
+            query.set_attributes(dict(input_value_attributes(RAG_QUESTION)))
+
+    assert by_name(exporter, "POST /chat").attributes[INPUT] == "set by the app"  # type: ignore[index]

@@ -165,20 +165,21 @@ async def test_agent_turn_takes_the_first_calls_input_and_the_last_calls_reply(
     assert root[SESSION] == "li-agent"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the query engine's model call sees only its rendered prompt template (context and "
-    "question in one user message), so the rule shows that prompt, not the question",
-)
-def test_query_engine_turn_input_is_the_question(
-    spans: FinishedSpans, index: Any, mock_llm: MockLLM, tracer: trace_api.Tracer
+@pytest.mark.parametrize("streaming", [False, True])
+def test_query_engine_turn_input_is_the_question_not_the_rendered_prompt(
+    spans: FinishedSpans, index: Any, echo_llm: MockLLM, tracer: trace_api.Tracer, streaming: bool
 ) -> None:
     with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER):
-        response = index.as_query_engine(llm=mock_llm).query(QUESTION)
+        response = index.as_query_engine(llm=echo_llm, streaming=streaming).query(QUESTION)
+        answer = "".join(response.response_gen) if streaming else str(response)
 
+    (llm,) = llm_spans(spans)
+    rendered = attributes(llm)["llm.input_messages.0.message.content"]
+    assert rendered.startswith("Context information is below.")
+    assert QUESTION in rendered
     root = root_of(spans)
-    assert root[OUTPUT] == str(response)
     assert root[INPUT] == QUESTION
+    assert root[OUTPUT] == answer
 
 
 @pytest.mark.parametrize(
@@ -326,3 +327,32 @@ def test_over_openai_one_model_call_writes_the_turn_once(
     root = root_of(spans)
     assert (root[INPUT], root[OUTPUT], root[SESSION]) == (QUESTION, reply, "li-oa")
     assert reply == "The capital of France is Paris."
+
+
+@openai_only
+@pytest.mark.usefixtures("both_instrumented")
+def test_over_openai_a_query_shows_its_question_once(
+    spans: FinishedSpans, openai_llm: Any, tracer: trace_api.Tracer
+) -> None:
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.embeddings.openai import OpenAIEmbedding  # type: ignore[import-untyped]
+
+    embed_model = OpenAIEmbedding(
+        model="text-embedding-3-small", api_key="sk-test-not-a-real-key", max_retries=0
+    )
+    with openai_cassette("query_engine"):
+        index = VectorStoreIndex.from_documents(
+            [
+                Document(text="Paris is the capital of France.", id_="doc-paris"),
+                Document(text="Berlin is the capital of Germany.", id_="doc-berlin"),
+            ],
+            embed_model=embed_model,
+        )
+        spans.exporter.clear()
+        with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER):
+            response = index.as_query_engine(llm=openai_llm, similarity_top_k=1).query(QUESTION)
+
+    (llm,) = llm_spans(spans)  # the provider's span, under LlamaIndex's
+    assert attributes(llm)["input.value"] != QUESTION  # the model saw the rendered prompt
+    root = root_of(spans)
+    assert (root[INPUT], root[OUTPUT]) == (QUESTION, str(response))

@@ -21,7 +21,11 @@ span, so without help such sessions show empty turns. :class:`TraceJoiner` (run 
   model call hid its text (``TraceConfig``), the root shows the same redaction marker. A message
   in DSPy's field format (``[[ ## question ## ]]`` ...) counts by its fields' values: the input
   fields, the output fields but ``reasoning`` (one field: its value; several: ``name: value``
-  paragraphs), never the format's instructions. A model call that ends after its root: nothing.
+  paragraphs), never the format's instructions. When that message is a prompt rendered around
+  the text input of a framework operation enclosing the call (a CHAIN or AGENT span between it
+  and the root, e.g. a query engine rendering its question into a RAG prompt), that text is the
+  turn's input once the span ends (the outermost such span's). A model call that ends after its
+  root: nothing.
 
 Ids already on a span are never replaced. Everything here is best effort and never raises.
 """
@@ -59,6 +63,10 @@ _USER_ID = SpanAttributes.USER_ID
 _JOINED = (_SESSION_ID, _USER_ID)
 _KIND = SpanAttributes.OPENINFERENCE_SPAN_KIND
 _LLM = OpenInferenceSpanKindValues.LLM.value
+_FRAMEWORK_KINDS = (
+    OpenInferenceSpanKindValues.CHAIN.value,
+    OpenInferenceSpanKindValues.AGENT.value,
+)
 _INPUT_VALUE = SpanAttributes.INPUT_VALUE
 _INPUT_MIME = SpanAttributes.INPUT_MIME_TYPE
 _OUTPUT_VALUE = SpanAttributes.OUTPUT_VALUE
@@ -185,21 +193,48 @@ class _OpenSpan(weakref.ref):  # type: ignore[type-arg]
     cache says is missing, the span itself is asked.
     """
 
-    __slots__ = ("ids", "parent_id", "root_id", "span_id")
+    __slots__ = ("ids", "parent", "parent_id", "root_id", "span_id")
     span_id: int
     parent_id: int | None
+    parent: _OpenSpan | None  # kept after the parent ends: the chain up to the root stays known
     root_id: int
     ids: dict[str, AttributeValue] | None
 
 
 class _TurnText:
-    """What the joiner wrote on one local root (so it never overwrites the application's)."""
+    """What the joiner wrote on one local root (so it never overwrites the application's), and
+    the first model call's message and enclosing spans (for a framework input inside it)."""
 
-    __slots__ = ("input_decided", "output_written")
+    __slots__ = (
+        "enclosing",
+        "ended_inputs",
+        "input_decided",
+        "input_written",
+        "message",
+        "output_written",
+    )
 
     def __init__(self) -> None:
         self.input_decided = False
+        self.input_written: str | None = None
         self.output_written: str | None = None
+        self.message: str | None = None  # the first model call's newest user message
+        self.enclosing: tuple[int, ...] = ()  # the spans around that call, innermost first
+        self.ended_inputs: dict[int, str] = {}  # framework inputs that ended before it
+
+    def rendered_around(self, text: str) -> bool:
+        """Whether the first model call's message is a prompt rendered around ``text``."""
+        return self.message is not None and text != self.message and text in self.message
+
+    def ended_framework_input(self) -> str | None:
+        """The text input of the outermost enclosing framework span that ended before the first
+        model call did and that its message was rendered around."""
+        found = None
+        for span_id in self.enclosing:
+            text = self.ended_inputs.get(span_id)
+            if text is not None and self.rendered_around(text):
+                found = text
+        return found
 
 
 _JOINERS: weakref.WeakSet[TraceJoiner] = weakref.WeakSet()
@@ -235,9 +270,10 @@ class TraceJoiner:
         if parent is not None and not parent.is_remote:
             parent_entry = self._open.get(parent.span_id)
         if parent_entry is None:
-            entry.parent_id, entry.root_id = None, span_id
+            entry.parent_id, entry.parent, entry.root_id = None, None, span_id
         else:
-            entry.parent_id, entry.root_id = parent.span_id, parent_entry.root_id
+            entry.parent_id, entry.parent = parent.span_id, parent_entry
+            entry.root_id = parent_entry.root_id
         self._open[span_id] = entry
         if not self.join_trace or parent_entry is None:
             return
@@ -258,8 +294,11 @@ class TraceJoiner:
             return
         if self.turn_text:
             attributes = span.attributes
-            if attributes.get(_KIND) == _LLM:
-                self._write_turn_text(attributes, entry.root_id)
+            kind = attributes.get(_KIND)
+            if kind == _LLM:
+                self._write_turn_text(attributes, entry)
+            elif kind in _FRAMEWORK_KINDS:
+                self._framework_ended(attributes, entry)
 
     def join_current(self, context: Context) -> None:
         """Stamp the context's current span and its open ancestors with the context's ids."""
@@ -327,7 +366,8 @@ class TraceJoiner:
             own = {**own, **inherited}
         entry.ids = own
 
-    def _write_turn_text(self, attributes: Mapping[str, AttributeValue], root_id: int) -> None:
+    def _write_turn_text(self, attributes: Mapping[str, AttributeValue], call: _OpenSpan) -> None:
+        root_id = call.root_id
         entry = self._open.get(root_id)
         root = entry() if entry is not None else None
         if root is None:
@@ -342,8 +382,11 @@ class TraceJoiner:
                 text = turn_input_text(attributes)
                 if text is not None:
                     turn.input_decided = True
+                    turn.message, turn.enclosing = text, _enclosing(call)
+                    text = turn.ended_framework_input() or text
                     if _INPUT_VALUE not in root_attributes:
                         written[_INPUT_VALUE], written[_INPUT_MIME] = text, _TEXT
+                        turn.input_written = text
             text = reply_text(attributes)
             if text is not None:
                 current = root_attributes.get(_OUTPUT_VALUE)
@@ -352,6 +395,38 @@ class TraceJoiner:
                     turn.output_written = text
             if written:
                 root.set_attributes(written)
+
+    def _framework_ended(self, attributes: Mapping[str, AttributeValue], entry: _OpenSpan) -> None:
+        """A framework span ended: when the turn's first model call (before or after this) was
+        made inside it from a prompt rendered around its text input, that text is the input."""
+        text = _plain_value(attributes, _INPUT_VALUE, _INPUT_MIME)
+        root_entry = self._open.get(entry.root_id)
+        root = root_entry() if root_entry is not None and text is not None else None
+        if root is None or text is None:
+            return
+        with self._lock:
+            turn = self._turns.get(entry.root_id)
+            if turn is None:
+                turn = self._turns[entry.root_id] = _TurnText()
+            if turn.message is None:  # no model call has decided yet: keep it for the first one
+                turn.ended_inputs[entry.span_id] = text
+                return
+            if entry.span_id not in turn.enclosing or not turn.rendered_around(text):
+                return
+            written = turn.input_written
+            if written is not None and root.attributes.get(_INPUT_VALUE) == written:
+                root.set_attribute(_INPUT_VALUE, text)
+                turn.input_written = text
+
+
+def _enclosing(call: _OpenSpan) -> tuple[int, ...]:
+    """The spans between ``call`` and its root (open or ended), innermost first."""
+    found = []
+    current = call.parent
+    while current is not None and current.span_id != call.root_id:
+        found.append(current.span_id)
+        current = current.parent
+    return tuple(found)
 
 
 def _read_ids(attributes: Mapping[str, AttributeValue]) -> dict[str, AttributeValue]:
