@@ -606,3 +606,26 @@ def test_an_input_the_application_set_on_the_root_is_kept_over_the_operations(
             query.set_attributes(dict(input_value_attributes(RAG_QUESTION)))
 
     assert by_name(exporter, "POST /chat").attributes[INPUT] == "set by the app"  # type: ignore[index]
+
+
+def test_a_long_lived_root_keeps_only_the_newest_operation_inputs(
+    exporter: InMemorySpanExporter,
+) -> None:
+    processor = SessionSpanProcessor()
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("worker", kind=SpanKind.SERVER):
+        for n in range(1000):
+            with framework_span(tracer, "step") as step:
+                step.set_attributes(dict(input_value_attributes(f"step {n}")))
+        with framework_span(tracer, "QueryEngine.query") as query:
+            stream = rag_call(tracer)
+            query.set_attributes(dict(input_value_attributes(RAG_QUESTION)))
+        (turn,) = processor._joiner._turns.values()
+        assert len(turn.ended_inputs) == 32
+        stream.end()
+
+    assert by_name(exporter, "worker").attributes[INPUT] == RAG_QUESTION  # type: ignore[index]
+    assert processor._joiner._turns == {}

@@ -63,6 +63,8 @@ _USER_ID = SpanAttributes.USER_ID
 _JOINED = (_SESSION_ID, _USER_ID)
 _KIND = SpanAttributes.OPENINFERENCE_SPAN_KIND
 _LLM = OpenInferenceSpanKindValues.LLM.value
+#: Framework inputs kept per root until its first model call decides (the newest ones).
+_MAX_ENDED_INPUTS = 32
 _FRAMEWORK_KINDS = (
     OpenInferenceSpanKindValues.CHAIN.value,
     OpenInferenceSpanKindValues.AGENT.value,
@@ -409,7 +411,10 @@ class TraceJoiner:
             if turn is None:
                 turn = self._turns[entry.root_id] = _TurnText()
             if turn.message is None:  # no model call has decided yet: keep it for the first one
-                turn.ended_inputs[entry.span_id] = text
+                ended = turn.ended_inputs
+                if len(ended) >= _MAX_ENDED_INPUTS:  # a long-lived root without model calls
+                    del ended[next(iter(ended))]
+                ended[entry.span_id] = text
                 return
             if entry.span_id not in turn.enclosing or not turn.rendered_around(text):
                 return
