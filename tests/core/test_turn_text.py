@@ -629,3 +629,28 @@ def test_a_long_lived_root_keeps_only_the_newest_operation_inputs(
 
     assert by_name(exporter, "worker").attributes[INPUT] == RAG_QUESTION  # type: ignore[index]
     assert processor._joiner._turns == {}
+
+
+def test_a_json_reply_to_a_dspy_request_counts_by_its_fields() -> None:
+    request = DSPY_REQUEST.replace(
+        "Respond with the corresponding output fields, starting with the field "
+        "`[[ ## answer ## ]]`, and then ending with the marker for `[[ ## completed ## ]]`.",
+        "Respond with a JSON object in the following order of fields: `answer`.",
+    )
+    messages = [*HISTORY[:3], Message(role="user", content=request)]
+    reply = Message(role="assistant", content='{"reasoning": "Lisbon.", "answer": "Belém."}')
+    attributes = finished_attributes(llm_attributes(messages, reply=reply))
+    assert turn_input_text(attributes) == "What should I see there?"
+    assert reply_text(attributes) == "Belém."
+    several = Message(role="assistant", content='{"answer": "Belém.", "confidence": 0.9}')
+    attributes = finished_attributes(llm_attributes(messages, reply=several))
+    assert reply_text(attributes) == "answer: Belém.\n\nconfidence: 0.9"
+    broken = Message(role="assistant", content='{"answer": "Belém.')
+    attributes = finished_attributes(llm_attributes(messages, reply=broken))
+    assert reply_text(attributes) == '{"answer": "Belém.'
+
+
+@pytest.mark.parametrize("reply", ['{"answer": "Belém."}', "{not json", "[1, 2]", "{}"])
+def test_a_json_reply_to_any_other_request_is_kept_whole(reply: str) -> None:
+    attributes = finished_attributes(llm_attributes(reply=Message(role="assistant", content=reply)))
+    assert reply_text(attributes) == reply

@@ -139,6 +139,22 @@ async def test_streamed_answer_is_the_streamed_text(
     assert (root[INPUT], root[OUTPUT]) == (QUESTION, streamed.strip())
 
 
+def test_json_adapter_turn_shows_the_question_and_the_answer(
+    spans: InMemorySpanExporter, lm: dspy.LM, llm_server: LoopbackServer, tracer: trace_api.Tracer
+) -> None:
+    llm_server.reply(json.dumps({"answer": "Paris."}))
+    with (
+        tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER),
+        dspy.context(lm=lm, adapter=dspy.JSONAdapter()),
+    ):
+        prediction = dspy.Predict(Chat)(question=QUESTION, history=HISTORY)
+
+    (lm_span,) = lm_spans(spans)
+    assert (lm_span.attributes or {})[OUTPUT] == '{"answer": "Paris."}'
+    root = root_of(spans)
+    assert (root[INPUT], root[OUTPUT]) == (QUESTION, prediction.answer) == (QUESTION, "Paris.")
+
+
 def test_an_image_input_shows_the_text_fields_only(
     spans: InMemorySpanExporter, lm: dspy.LM, tracer: trace_api.Tracer
 ) -> None:

@@ -17,21 +17,24 @@ span, so without help such sessions show empty turns. :class:`TraceJoiner` (run 
   message of the first model call of the turn to finish (not the history the request repeats),
   ``output.value`` the reply text of the last model call that finished with text (a streamed
   reply: the text that was streamed; a tool-call-only reply leaves the previous text). Both as
-  ``text/plain``. A value the application set on the root itself is never overwritten. When the
-  model call hid its text (``TraceConfig``), the root shows the same redaction marker. A message
-  in DSPy's field format (``[[ ## question ## ]]`` ...) counts by its fields' values: the input
-  fields, the output fields but ``reasoning`` (one field: its value; several: ``name: value``
-  paragraphs), never the format's instructions. When that message is a prompt rendered around
-  the text input of a framework operation enclosing the call (a CHAIN or AGENT span between it
-  and the root, e.g. a query engine rendering its question into a RAG prompt), that text is the
-  turn's input once the span ends (the outermost such span's). A model call that ends after its
-  root: nothing.
+  ``text/plain``; text content parts are joined by newlines. A value the application set on
+  the root itself is never overwritten. When the model call hid its text (``TraceConfig``),
+  the root shows the same redaction marker. A model call that ends after its root: nothing.
+
+  Two kinds of rendered prompts count by what they were rendered from. A message in DSPy's
+  field format (``[[ ## question ## ]]`` ...) counts by its fields' values: the input fields,
+  the output fields but ``reasoning`` (one field: its value; several: ``name: value``
+  paragraphs; a JSON object answering such a request likewise), never the format's reminders.
+  A message rendered around the text input of a framework operation enclosing the call (a
+  CHAIN or AGENT span between it and the root, e.g. a query engine rendering its question into
+  a RAG prompt) counts as that input once the span ends (the outermost such span's).
 
 Ids already on a span are never replaced. Everything here is best effort and never raises.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -92,6 +95,14 @@ def turn_input_text(attributes: Mapping[str, AttributeValue]) -> str | None:
     Falls back to the call's ``input.value`` when that is text (not JSON), e.g. the redaction
     marker of a hidden input.
     """
+    text = _newest_user_message(attributes)
+    if text is not None:
+        return _field_values(text, output=False)
+    return _plain_value(attributes, _INPUT_VALUE, _INPUT_MIME)
+
+
+def _newest_user_message(attributes: Mapping[str, AttributeValue]) -> str | None:
+    """The text of the call's newest user message, as recorded."""
     # The SDK's attribute mapping is slow to read by item but quick to iterate by key: find the
     # messages by their role keys, then read roles from the newest back to the first user one.
     indexes = []
@@ -102,11 +113,8 @@ def turn_input_text(attributes: Mapping[str, AttributeValue]) -> str | None:
                 indexes.append(int(head))
     for index in sorted(indexes, reverse=True):
         if attributes.get(f"{_INPUT_PREFIX}{index}{_ROLE_SUFFIX}") == "user":
-            text = _message_text(attributes, f"{_INPUT_PREFIX}{index}.")
-            if text is not None:
-                return _field_values(text, output=False)
-            break
-    return _plain_value(attributes, _INPUT_VALUE, _INPUT_MIME)
+            return _message_text(attributes, f"{_INPUT_PREFIX}{index}.")
+    return None
 
 
 def reply_text(attributes: Mapping[str, AttributeValue]) -> str | None:
@@ -117,7 +125,17 @@ def reply_text(attributes: Mapping[str, AttributeValue]) -> str | None:
             if key.startswith(_OUTPUT_PREFIX):
                 return None  # an output message without text (tool calls only): no reply text
         text = _plain_value(attributes, _OUTPUT_VALUE, _OUTPUT_MIME)
-    return None if text is None else _field_values(text, output=True)
+    if text is None:
+        return None
+    if text.startswith("{") and _asked_in_fields(attributes):
+        return _json_field_values(text)
+    return _field_values(text, output=True)
+
+
+def _asked_in_fields(attributes: Mapping[str, AttributeValue]) -> bool:
+    """Whether the call's newest user message is in DSPy's field format."""
+    text = _newest_user_message(attributes)
+    return text is not None and text.startswith(_FIELD_START)
 
 
 def _index(key: str, prefix: str) -> int | None:
@@ -154,8 +172,8 @@ def _field_values(text: str, *, output: bool) -> str:
     """The fields' values of a message in DSPy's field format; any other text unchanged.
 
     DSPy's chat adapter writes ``[[ ## name ## ]]`` lines before each field's value and ends a
-    request with instructions (``Respond with the corresponding output fields...``) and a reply
-    with ``[[ ## completed ## ]]``. Of a reply, ``reasoning`` counts only when it is alone.
+    request with a format reminder (``Respond with the corresponding output fields...``) and a
+    reply with ``[[ ## completed ## ]]``. Of a reply, ``reasoning`` counts only when it is alone.
     """
     if not text.startswith(_FIELD_START):
         return text
@@ -167,12 +185,34 @@ def _field_values(text: str, *, output: bool) -> str:
         for name, value in zip(found[1::2], found[2::2], strict=True)
         if name != "completed"
     }
+    return _joined_fields(fields, output=output) or text
+
+
+def _json_field_values(text: str) -> str:
+    """A reply to a request in DSPy's field format given as a JSON object (DSPy's JSON
+    adapter): its fields' values as :func:`_field_values` shows them; other text unchanged."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(found, dict) or not found:
+        return text
+    fields = {
+        str(name): value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        for name, value in found.items()
+    }
+    return _joined_fields(fields, output=True) or text
+
+
+def _joined_fields(fields: dict[str, str], *, output: bool) -> str:
+    """One field: its value; several: ``name: value`` paragraphs (of a reply, ``reasoning`` only
+    when it is alone); empty fields count for nothing."""
     if output and len(fields) > 1:
         fields.pop("reasoning", None)
     fields = {name: value for name, value in fields.items() if value}
     if len(fields) == 1:
         return next(iter(fields.values()))
-    return "\n\n".join(f"{name}: {value}" for name, value in fields.items()) or text
+    return "\n\n".join(f"{name}: {value}" for name, value in fields.items())
 
 
 _OUTPUT_FIRST = _OUTPUT_PREFIX + "0."
@@ -180,7 +220,7 @@ _INPUT_PREFIX_LENGTH = len(_INPUT_PREFIX)
 _ROLE_SUFFIX_START = -len(_ROLE_SUFFIX)
 _FIELD_START = "[[ ## "
 _FIELD_HEADER = re.compile(r"^\[\[ ## (\w+) ## \]\][ \t]*(?:\n|$)", re.MULTILINE)
-_DSPY_INSTRUCTIONS = "Respond with the corresponding output fields"
+_DSPY_INSTRUCTIONS = "\n\nRespond with "  # the chat, JSON and XML adapters' format reminders
 
 
 # ------------------------------------------------------------------------- the open spans
