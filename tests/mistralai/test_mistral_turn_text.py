@@ -293,3 +293,42 @@ def test_a_stream_read_after_its_root_ended_writes_nothing_and_breaks_nothing(
     assert OUTPUT not in root
     (llm,) = llm_spans(span_exporter)
     assert (llm.attributes or {})[OUTPUT] == streamed
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_conversations_api_turn_follows_the_same_rule(
+    client: Mistral, tracer: trace_api.Tracer, span_exporter: InMemorySpanExporter, stream: bool
+) -> None:
+    question = "Who wrote Les Misérables?"
+    with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER):
+        if stream:
+            with (
+                cassette("conversations_start_stream"),
+                client.beta.conversations.start_stream(
+                    inputs=question, model="mistral-medium-latest"
+                ) as events,
+            ):
+                assert list(events)
+        else:
+            with cassette("conversations_start"):
+                client.beta.conversations.start(inputs=question, model="mistral-medium-latest")
+
+    (llm,) = llm_spans(span_exporter)
+    shown = llm.attributes or {}
+    root = root_of(span_exporter)
+    assert root[INPUT] == question
+    assert root[OUTPUT] == shown["llm.output_messages.0.message.content"]
+    assert "Hugo" in root[OUTPUT]
+
+
+def test_agents_api_turn_follows_the_same_rule(
+    client: Mistral, tracer: trace_api.Tracer, span_exporter: InMemorySpanExporter
+) -> None:
+    with (
+        cassette("agents_complete"),
+        tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER),
+    ):
+        response = client.agents.complete(agent_id="ag_0123", messages=HISTORY[1:])
+
+    root = root_of(span_exporter)
+    assert (root[INPUT], root[OUTPUT]) == (QUESTION, response.choices[0].message.content)
