@@ -10,6 +10,7 @@ before the exporter.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,6 +79,17 @@ def lm_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
         for span in exporter.get_finished_spans()
         if (span.attributes or {}).get("openinference.span.kind") == "LLM"
     ]
+
+
+def assert_no_tracing_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing was written on an ended span (the SDK warns) and convotel logged no problem."""
+    problems = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno >= logging.WARNING
+        and record.name.startswith(("opentelemetry", "convotel"))
+    ]
+    assert not problems
 
 
 def test_root_shows_the_question_and_the_answer_not_the_adapters_format(
@@ -277,7 +289,7 @@ def test_join_trace_off_leaves_the_root_out_of_the_session(
 
 
 def test_a_model_call_that_is_its_traces_root_gets_nothing_written(
-    spans: InMemorySpanExporter, lm: dspy.LM
+    spans: InMemorySpanExporter, lm: dspy.LM, caplog: pytest.LogCaptureFixture
 ) -> None:
     with dspy.context(lm=lm):
         lm(messages=[{"role": "user", "content": "[[ ## question ## ]]\nHi"}])
@@ -285,10 +297,14 @@ def test_a_model_call_that_is_its_traces_root_gets_nothing_written(
     (span,) = spans.get_finished_spans()
     assert span.parent is None
     assert (span.attributes or {})[INPUT].startswith("[")  # its own JSON messages, not ours
+    assert_no_tracing_warnings(caplog)
 
 
 def test_a_call_ending_after_its_root_writes_nothing_and_breaks_nothing(
-    spans: InMemorySpanExporter, lm: dspy.LM, tracer: trace_api.Tracer
+    spans: InMemorySpanExporter,
+    lm: dspy.LM,
+    tracer: trace_api.Tracer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER):
         request_context = context_api.get_current()
@@ -303,3 +319,33 @@ def test_a_call_ending_after_its_root_writes_nothing_and_breaks_nothing(
     root = root_of(spans)
     assert INPUT not in root
     assert OUTPUT not in root
+    assert_no_tracing_warnings(caplog)
+
+
+@pytest.mark.filterwarnings("ignore:Implementing custom LMs:DeprecationWarning")
+def test_over_the_openai_sdk_one_model_call_writes_the_turn_once(
+    spans: InMemorySpanExporter,
+    tracer_provider: TracerProvider,
+    llm_server: LoopbackServer,
+    tracer: trace_api.Tracer,
+) -> None:
+    from dspy_lms import OpenAIClientLM
+
+    from convotel.openai import OpenAIInstrumentor
+
+    provider_instrumentor = OpenAIInstrumentor()
+    provider_instrumentor.instrument(tracer_provider=tracer_provider)
+    try:
+        with (
+            tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER),
+            dspy.context(lm=OpenAIClientLM(llm_server.base_url)),
+            using_session("d-oa"),
+        ):
+            prediction = dspy.Predict(Chat)(question=QUESTION, history=HISTORY)
+    finally:
+        provider_instrumentor.uninstrument()
+
+    (llm,) = lm_spans(spans)  # the provider's span; DSPy's LM span became a CHAIN
+    assert llm.name == "ChatCompletion"
+    root = root_of(spans)
+    assert (root[INPUT], root[OUTPUT], root[SESSION]) == (QUESTION, prediction.answer, "d-oa")

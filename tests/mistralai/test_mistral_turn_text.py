@@ -8,6 +8,7 @@ the provider, before the exporter.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,6 +94,17 @@ def llm_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
         for span in exporter.get_finished_spans()
         if (span.attributes or {}).get("openinference.span.kind") == "LLM"
     ]
+
+
+def assert_no_tracing_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing was written on an ended span (the SDK warns) and convotel logged no problem."""
+    problems = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno >= logging.WARNING
+        and record.name.startswith(("opentelemetry", "convotel"))
+    ]
+    assert not problems
 
 
 def test_root_shows_the_newest_user_message_and_the_reply_and_joins_the_session(
@@ -275,7 +287,10 @@ def test_join_trace_off_leaves_the_root_out_of_the_session(
 
 
 def test_a_stream_read_after_its_root_ended_writes_nothing_and_breaks_nothing(
-    client: Mistral, tracer: trace_api.Tracer, span_exporter: InMemorySpanExporter
+    client: Mistral,
+    tracer: trace_api.Tracer,
+    span_exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with cassette("chat_stream"):
         with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER):
@@ -293,6 +308,7 @@ def test_a_stream_read_after_its_root_ended_writes_nothing_and_breaks_nothing(
     assert OUTPUT not in root
     (llm,) = llm_spans(span_exporter)
     assert (llm.attributes or {})[OUTPUT] == streamed
+    assert_no_tracing_warnings(caplog)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -332,3 +348,23 @@ def test_agents_api_turn_follows_the_same_rule(
 
     root = root_of(span_exporter)
     assert (root[INPUT], root[OUTPUT]) == (QUESTION, response.choices[0].message.content)
+
+
+def test_a_model_call_that_is_its_traces_root_gets_nothing_written(
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    instrumentor = MistralAIInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider, config=TraceConfig(hide_outputs=True))
+    try:
+        with cassette("chat_complete"), using_session("m-root"):
+            Mistral(api_key="test-key").chat.complete(model=MODEL, messages=HISTORY)
+    finally:
+        instrumentor.uninstrument()
+
+    (span,) = span_exporter.get_finished_spans()
+    assert span.parent is None
+    assert (span.attributes or {})[OUTPUT] == REDACTED_VALUE
+    assert "output.mime_type" not in (span.attributes or {})  # as the adapter recorded it
+    assert_no_tracing_warnings(caplog)

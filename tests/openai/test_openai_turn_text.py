@@ -8,6 +8,7 @@ provider, before the exporter.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -76,6 +77,17 @@ def root_of(spans: list[ReadableSpan]) -> dict[str, Any]:
 
 def llm_spans(spans: list[ReadableSpan]) -> list[ReadableSpan]:
     return [s for s in spans if (s.attributes or {}).get("openinference.span.kind") == "LLM"]
+
+
+def assert_no_tracing_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing was written on an ended span (the SDK warns) and convotel logged no problem."""
+    problems = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno >= logging.WARNING
+        and record.name.startswith(("opentelemetry", "convotel"))
+    ]
+    assert not problems
 
 
 def test_root_shows_the_newest_user_message_and_the_reply_and_joins_the_session(
@@ -290,7 +302,11 @@ def test_join_trace_off_leaves_the_root_out_of_the_session(
 
 @pytest.mark.parametrize("config", [TraceConfig(), TraceConfig(hide_outputs=True)])
 def test_a_model_call_that_is_its_traces_root_is_left_as_recorded(
-    instrument: Instrument, client: openai.OpenAI, finished: Finished, config: TraceConfig
+    instrument: Instrument,
+    client: openai.OpenAI,
+    finished: Finished,
+    config: TraceConfig,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     plain_exporter = InMemorySpanExporter()
     plain_provider = TracerProvider()
@@ -310,6 +326,7 @@ def test_a_model_call_that_is_its_traces_root_is_left_as_recorded(
     (recorded,) = plain_exporter.get_finished_spans()
     assert span.parent is None
     assert dict(span.attributes or {}) == dict(recorded.attributes or {})
+    assert_no_tracing_warnings(caplog)
 
 
 def test_a_stream_read_after_its_root_ended_writes_nothing_and_breaks_nothing(
@@ -317,6 +334,7 @@ def test_a_stream_read_after_its_root_ended_writes_nothing_and_breaks_nothing(
     client: openai.OpenAI,
     tracer: trace_api.Tracer,
     finished: Finished,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with replay("chat_stream", match_body=False):
         with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER):
@@ -331,6 +349,7 @@ def test_a_stream_read_after_its_root_ended_writes_nothing_and_breaks_nothing(
     assert OUTPUT not in root
     (llm,) = llm_spans(finished())
     assert (llm.attributes or {})["output.value"] == streamed
+    assert_no_tracing_warnings(caplog)
 
 
 def test_responses_api_turn_follows_the_same_rule(
