@@ -177,7 +177,7 @@ def test_an_image_input_shows_the_text_fields_only(
         picture: dspy.Image = dspy.InputField()
         answer: str = dspy.OutputField()
 
-    picture = dspy.Image("https://example.com/eiffel.jpg")
+    picture = dspy.Image(url="https://example.com/eiffel.jpg")
     with (
         tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER),
         dspy.context(lm=lm),
