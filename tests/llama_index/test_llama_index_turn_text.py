@@ -226,6 +226,30 @@ def test_hidden_text_never_reaches_the_root(
         assert "France" not in repr(root)
 
 
+async def test_hidden_input_messages_of_an_agent_reach_no_model_span_and_not_the_root(
+    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter, tracer: trace_api.Tracer
+) -> None:
+    # The model calls inside a workflow step carry the step's tags; the step's input summary
+    # (a repr of the messages) must not become their input.value.
+    instrumentor = LlamaIndexInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=tracer_provider, config=TraceConfig(hide_input_messages=True)
+    )
+    try:
+        with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER):
+            await weather_agent().run("What is the weather in Paris?")
+    finally:
+        instrumentor.uninstrument()
+
+    spans = FinishedSpans(span_exporter)
+    models = llm_spans(spans)
+    assert len(models) == 2
+    for model in models:
+        assert not any(key.startswith("llm.input_messages") for key in attributes(model))
+        assert "ChatMessage(" not in str(attributes(model).get(INPUT, ""))  # no repr of them
+    assert "ChatMessage(" not in str(root_of(spans).get(INPUT, ""))
+
+
 @pytest.mark.parametrize("processor_options", [{"turn_text": False}])
 def test_turn_text_off_writes_no_text_on_the_root(
     spans: FinishedSpans, mock_llm: MockLLM, tracer: trace_api.Tracer

@@ -278,8 +278,10 @@ def call_input_attributes(
         if text is not None:
             yield from input_value_attributes(text)
             return
+    # A workflow step's input-event summary belongs to the step's own span: the calls inside
+    # the step (model calls, with their messages) carry the step's tags too.
     summary = tags.get("llamaindex.step.input_summary")
-    if isinstance(summary, str):
+    if kind == CHAIN and isinstance(summary, str):
         yield from input_value_attributes(summary)
 
 
