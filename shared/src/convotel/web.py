@@ -61,7 +61,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class _RequestIds:
@@ -145,18 +144,12 @@ def _enter(ctx: Context) -> object:
     return token
 
 
-class SessionMiddleware:
-    """ASGI middleware: each HTTP or WebSocket request runs in the session and user it names.
-
-    ``session_header`` / ``user_header`` (default ``x-session-id`` / ``x-user-id``; ``None`` to
-    ignore headers), ``session_cookie`` / ``user_cookie`` (cookie names, off by default) and
-    ``ids`` (``ids(scope) -> (session_id, user_id)``, ``None`` for "not given") say where the
-    ids come from.
-    """
+class _IdsMiddleware:
+    """What the ASGI and WSGI middleware share: where the ids come from, and reading them."""
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: Any,
         *,
         session_header: str | None = "x-session-id",
         user_header: str | None = "x-user-id",
@@ -167,15 +160,31 @@ class SessionMiddleware:
         self.app = app
         self._ids = _RequestIds(session_header, user_header, session_cookie, user_cookie, ids)
 
+    def _request_context(
+        self, request: Mapping[str, Any], headers: Callable[[str], str | None]
+    ) -> Context | None:
+        """The context with the request's ids; ``None`` when it names none (never raises)."""
+        try:
+            return self._ids.context(request, headers)
+        except Exception:
+            logger.warning("convotel: could not read the request's ids", exc_info=True)
+            return None
+
+
+class SessionMiddleware(_IdsMiddleware):
+    """ASGI middleware: each HTTP or WebSocket request runs in the session and user it names.
+
+    ``session_header`` / ``user_header`` (default ``x-session-id`` / ``x-user-id``; ``None`` to
+    ignore headers), ``session_cookie`` / ``user_cookie`` (cookie names, off by default) and
+    ``ids`` (``ids(scope) -> (session_id, user_id)``, ``None`` for "not given") say where the
+    ids come from.
+    """
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        try:
-            ctx = self._ids.context(scope, _asgi_header_reader(scope))
-        except Exception:
-            logger.warning("convotel: could not read the request's ids", exc_info=True)
-            ctx = None
+        ctx = self._request_context(scope, _asgi_header_reader(scope))
         if ctx is None:
             await self.app(scope, receive, send)
             return
@@ -258,30 +267,13 @@ class _RequestWatch:
             logger.debug("convotel: could not record a client disconnect", exc_info=True)
 
 
-class WSGISessionMiddleware:
+class WSGISessionMiddleware(_IdsMiddleware):
     """WSGI middleware: each request, and the iteration of its response body, runs in the
     session and user it names. Same options as :class:`SessionMiddleware`; ``ids`` receives
     the WSGI environ."""
 
-    def __init__(
-        self,
-        app: Callable[..., Iterable[bytes]],
-        *,
-        session_header: str | None = "x-session-id",
-        user_header: str | None = "x-user-id",
-        session_cookie: str | None = None,
-        user_cookie: str | None = None,
-        ids: IdsFromRequest | None = None,
-    ) -> None:
-        self.app = app
-        self._ids = _RequestIds(session_header, user_header, session_cookie, user_cookie, ids)
-
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        try:
-            ctx = self._ids.context(environ, _wsgi_header_reader(environ))
-        except Exception:
-            logger.warning("convotel: could not read the request's ids", exc_info=True)
-            ctx = None
+        ctx = self._request_context(environ, _wsgi_header_reader(environ))
         if ctx is None:
             return self.app(environ, start_response)
         token = _enter(ctx)
