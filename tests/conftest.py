@@ -16,6 +16,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from convotel import get_attributes_from_context
+from convotel.propagation import SessionSpanProcessor
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/*.py helper modules
 
 
 @pytest.fixture
@@ -26,6 +29,24 @@ def span_exporter() -> InMemorySpanExporter:
 @pytest.fixture
 def tracer_provider(span_exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
     provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    yield provider
+    provider.shutdown()
+
+
+@pytest.fixture
+def processor_options() -> dict[str, bool]:
+    """Options of ``session_tracer_provider``'s ``SessionSpanProcessor`` (override to change)."""
+    return {}
+
+
+@pytest.fixture
+def session_tracer_provider(
+    span_exporter: InMemorySpanExporter, processor_options: dict[str, bool]
+) -> Iterator[TracerProvider]:
+    """A provider as a web service sets it up: the session processor first, then export."""
+    provider = TracerProvider()
+    provider.add_span_processor(SessionSpanProcessor(**processor_options))
     provider.add_span_processor(SimpleSpanProcessor(span_exporter))
     yield provider
     provider.shutdown()

@@ -10,24 +10,21 @@ before the exporter.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from typing import Any
 
 import dspy
 import pytest
 from dspy_loopback import LoopbackServer, adapter_reply
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from turn_text_support import assert_no_tracing_warnings, root_of
+from turn_text_support import llm_spans as lm_spans
 
 from convotel import TraceConfig, using_session, using_user
 from convotel.config import REDACTED_VALUE
 from convotel.dspy import DSPyInstrumentor
-from convotel.propagation import SessionSpanProcessor
 
 INPUT, OUTPUT = "input.value", "output.value"
 SESSION, USER = "session.id", "user.id"
@@ -46,50 +43,14 @@ class Chat(dspy.Signature):
 
 
 @pytest.fixture
-def processor_options() -> dict[str, bool]:
-    return {}
-
-
-@pytest.fixture
-def tracer_provider(
-    span_exporter: InMemorySpanExporter, processor_options: dict[str, bool]
-) -> Iterator[TracerProvider]:
-    """A provider as a web service sets it up: the session processor first, then export."""
-    provider = TracerProvider()
-    provider.add_span_processor(SessionSpanProcessor(**processor_options))
-    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-    yield provider
-    provider.shutdown()
+def tracer_provider(session_tracer_provider: TracerProvider) -> TracerProvider:
+    """The folder's instrumentation traces through the web service's provider."""
+    return session_tracer_provider
 
 
 @pytest.fixture
 def tracer(tracer_provider: TracerProvider) -> trace_api.Tracer:
     return tracer_provider.get_tracer("web-framework")
-
-
-def root_of(exporter: InMemorySpanExporter) -> dict[str, Any]:
-    (root,) = [span for span in exporter.get_finished_spans() if span.parent is None]
-    assert root.name == "POST /chat"
-    return dict(root.attributes or {})
-
-
-def lm_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
-    return [
-        span
-        for span in exporter.get_finished_spans()
-        if (span.attributes or {}).get("openinference.span.kind") == "LLM"
-    ]
-
-
-def assert_no_tracing_warnings(caplog: pytest.LogCaptureFixture) -> None:
-    """Nothing was written on an ended span (the SDK warns) and convotel logged no problem."""
-    problems = [
-        record.getMessage()
-        for record in caplog.records
-        if record.levelno >= logging.WARNING
-        and record.name.startswith(("opentelemetry", "convotel"))
-    ]
-    assert not problems
 
 
 def test_root_shows_the_question_and_the_answer_not_the_adapters_format(

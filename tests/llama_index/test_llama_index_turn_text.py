@@ -10,7 +10,6 @@ models (and, where llama-index-llms-openai is installed, over OpenAI replayed fr
 from __future__ import annotations
 
 import importlib.util
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,16 +19,15 @@ from llama_index.core.base.llms.types import ImageBlock, TextBlock
 from llama_index.core.llms import ChatMessage, MockLLM
 from llama_index_spans import KIND, FinishedSpans, attributes
 from opentelemetry import trace as trace_api
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from test_llama_index_agent import weather_agent
+from turn_text_support import assert_no_tracing_warnings, llm_spans, root_of
 
 from convotel import TraceConfig, using_session, using_user
 from convotel.config import REDACTED_VALUE
 from convotel.llama_index import LlamaIndexInstrumentor
-from convotel.propagation import SessionSpanProcessor
 
 INPUT, OUTPUT = "input.value", "output.value"
 SESSION, USER = "session.id", "user.id"
@@ -54,35 +52,14 @@ HAS_LLAMA_INDEX_OPENAI = _installed("llama_index.llms.openai")
 
 
 @pytest.fixture
-def processor_options() -> dict[str, bool]:
-    return {}
-
-
-@pytest.fixture
-def tracer_provider(
-    span_exporter: InMemorySpanExporter, processor_options: dict[str, bool]
-) -> Iterator[TracerProvider]:
-    """A provider as a web service sets it up: the session processor first, then export."""
-    provider = TracerProvider()
-    provider.add_span_processor(SessionSpanProcessor(**processor_options))
-    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-    yield provider
-    provider.shutdown()
+def tracer_provider(session_tracer_provider: TracerProvider) -> TracerProvider:
+    """The folder's instrumentation traces through the web service's provider."""
+    return session_tracer_provider
 
 
 @pytest.fixture
 def tracer(tracer_provider: TracerProvider) -> trace_api.Tracer:
     return tracer_provider.get_tracer("web-framework")
-
-
-def root_of(spans: FinishedSpans) -> dict[str, Any]:
-    (root,) = [span for span in spans.all() if span.parent is None]
-    assert root.name == "POST /chat"
-    return attributes(root)
-
-
-def llm_spans(spans: FinishedSpans) -> list[ReadableSpan]:
-    return spans.of_kind("LLM")
 
 
 @pytest.fixture
@@ -92,17 +69,6 @@ def echo_llm() -> MockLLM:
     (``MockLLM(max_tokens=n)`` streams one word more than its final message holds.)
     """
     return MockLLM()
-
-
-def assert_no_tracing_warnings(caplog: pytest.LogCaptureFixture) -> None:
-    """Nothing was written on an ended span (the SDK warns) and convotel logged no problem."""
-    problems = [
-        record.getMessage()
-        for record in caplog.records
-        if record.levelno >= logging.WARNING
-        and record.name.startswith(("opentelemetry", "convotel"))
-    ]
-    assert not problems
 
 
 def test_chat_root_shows_the_newest_user_message_and_the_reply_and_joins_the_session(

@@ -8,8 +8,7 @@ provider, before the exporter.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -20,11 +19,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from turn_text_support import assert_no_tracing_warnings, llm_spans, root_of
 
 from convotel import TraceConfig, using_session, using_user
 from convotel.config import REDACTED_VALUE
 from convotel.openai import OpenAIInstrumentor
-from convotel.propagation import SessionSpanProcessor
 
 INPUT, OUTPUT = "input.value", "output.value"
 SESSION, USER = "session.id", "user.id"
@@ -48,46 +47,14 @@ Finished = Callable[[], list[ReadableSpan]]
 
 
 @pytest.fixture
-def processor_options() -> dict[str, bool]:
-    return {}
-
-
-@pytest.fixture
-def tracer_provider(
-    span_exporter: InMemorySpanExporter, processor_options: dict[str, bool]
-) -> Iterator[TracerProvider]:
-    """A provider as a web service sets it up: the session processor first, then export."""
-    provider = TracerProvider()
-    provider.add_span_processor(SessionSpanProcessor(**processor_options))
-    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-    yield provider
-    provider.shutdown()
+def tracer_provider(session_tracer_provider: TracerProvider) -> TracerProvider:
+    """The folder's instrumentation traces through the web service's provider."""
+    return session_tracer_provider
 
 
 @pytest.fixture
 def tracer(tracer_provider: TracerProvider) -> trace_api.Tracer:
     return tracer_provider.get_tracer("web-framework")
-
-
-def root_of(spans: list[ReadableSpan]) -> dict[str, Any]:
-    (root,) = [span for span in spans if span.parent is None]
-    assert root.name == "POST /chat"
-    return dict(root.attributes or {})
-
-
-def llm_spans(spans: list[ReadableSpan]) -> list[ReadableSpan]:
-    return [s for s in spans if (s.attributes or {}).get("openinference.span.kind") == "LLM"]
-
-
-def assert_no_tracing_warnings(caplog: pytest.LogCaptureFixture) -> None:
-    """Nothing was written on an ended span (the SDK warns) and convotel logged no problem."""
-    problems = [
-        record.getMessage()
-        for record in caplog.records
-        if record.levelno >= logging.WARNING
-        and record.name.startswith(("opentelemetry", "convotel"))
-    ]
-    assert not problems
 
 
 def test_root_shows_the_newest_user_message_and_the_reply_and_joins_the_session(

@@ -10,12 +10,9 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from convotel.demo.fake_server import FakeLLMServer
 from convotel.openai import OpenAIInstrumentor
-from convotel.propagation import SessionSpanProcessor
 
 sys.path.insert(0, str(Path(__file__).parent))  # the helper modules beside this file
 
@@ -27,13 +24,9 @@ def llm_server() -> Iterator[FakeLLMServer]:
 
 
 @pytest.fixture
-def web_provider(span_exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
-    """A provider as a web service would set it up: session processor first, then export."""
-    provider = TracerProvider()
-    provider.add_span_processor(SessionSpanProcessor())
-    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-    yield provider
-    provider.shutdown()
+def web_provider(session_tracer_provider: TracerProvider) -> TracerProvider:
+    """A provider as a web service sets it up: session processor first, then export."""
+    return session_tracer_provider
 
 
 @pytest.fixture
