@@ -52,6 +52,12 @@ def session_tracer_provider(
     provider.shutdown()
 
 
+@pytest.fixture
+def tracer(tracer_provider: TracerProvider) -> trace_api.Tracer:
+    """A tracer of the test's provider, as a web framework's instrumentation would use."""
+    return tracer_provider.get_tracer("web-framework")
+
+
 @pytest.fixture(autouse=True)
 def _no_context_leaks() -> Iterator[None]:
     """Fail a test that leaves a span or a session/user id attached to the caller's context."""

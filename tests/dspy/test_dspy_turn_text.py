@@ -48,11 +48,6 @@ def tracer_provider(session_tracer_provider: TracerProvider) -> TracerProvider:
     return session_tracer_provider
 
 
-@pytest.fixture
-def tracer(tracer_provider: TracerProvider) -> trace_api.Tracer:
-    return tracer_provider.get_tracer("web-framework")
-
-
 def test_root_shows_the_question_and_the_answer_not_the_adapters_format(
     spans: InMemorySpanExporter, lm: dspy.LM, tracer: trace_api.Tracer
 ) -> None:

@@ -58,11 +58,6 @@ def tracer_provider(session_tracer_provider: TracerProvider) -> TracerProvider:
 
 
 @pytest.fixture
-def tracer(tracer_provider: TracerProvider) -> trace_api.Tracer:
-    return tracer_provider.get_tracer("web-framework")
-
-
-@pytest.fixture
 def echo_llm() -> MockLLM:
     """A mock model streaming its prompt back character by character.
 

@@ -63,11 +63,6 @@ def tracer_provider(session_tracer_provider: TracerProvider) -> TracerProvider:
     return session_tracer_provider
 
 
-@pytest.fixture
-def tracer(tracer_provider: TracerProvider) -> trace_api.Tracer:
-    return tracer_provider.get_tracer("web-framework")
-
-
 def test_root_shows_the_newest_user_message_and_the_reply_and_joins_the_session(
     client: Mistral, tracer: trace_api.Tracer, span_exporter: InMemorySpanExporter
 ) -> None:
