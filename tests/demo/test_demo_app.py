@@ -350,6 +350,7 @@ def test_live_mode_calls_the_configured_openai_endpoint_and_recovers_from_a_real
 
 
 def test_demo_otlp_to_a_closed_port_explains_and_fails(tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
     with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as probe:
         port = probe.server_address[1]  # bound then closed: nothing listens there
     status, _, stderr = run_cli(["demo", "--otlp", f"http://127.0.0.1:{port}/v1/traces"])

@@ -39,7 +39,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from convotel.config import TraceConfig
-from convotel.context import CONTEXT_ATTRIBUTES
+from convotel.context import CONTEXT_ATTRIBUTES, get_attributes_from_context
 from convotel.genai import genai_attributes
 from convotel.json_encoding import safe_json_dumps, valid_unicode
 
@@ -341,10 +341,7 @@ class Tracing:
         kind_value = _KIND_VALUES.get(kind) or (kind.value if isinstance(kind, Enum) else kind)
         initial: dict[str, AttributeValue] = {_KIND: kind_value}
         if not _CONTEXT_KEYS.isdisjoint(ctx):  # cheaper than seven lookups when none is set
-            for key in CONTEXT_ATTRIBUTES:
-                value = ctx.get(key)
-                if value is not None and isinstance(value, (str, list)) and value:
-                    initial[key] = value
+            initial.update(get_attributes_from_context(ctx))
         claim = None
         if kind_value in (_LLM, _EMBEDDING):
             if framework:

@@ -57,8 +57,8 @@ def values_of(obj: Any) -> Mapping[str, Any]:
     if isinstance(obj, dict):
         return obj
     values = getattr(obj, "__dict__", None)
-    if values is not None:
-        return values  # type: ignore[no-any-return]
+    if isinstance(values, dict):
+        return values
     return obj if isinstance(obj, Mapping) else _EMPTY
 
 
