@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from store_spans import LLM, SpanMaker
 
-import convotel.store
+import convotel.store.exporter
 from convotel.sessions import SpanRecord, build_sessions
 from convotel.store import (
     SCHEMA_VERSION,
@@ -290,7 +290,7 @@ def test_export_never_raises_into_the_application(
     def broken_row(span: ReadableSpan) -> tuple[object, ...]:
         raise RuntimeError("bug in row conversion")
 
-    monkeypatch.setattr(convotel.store, "span_row", broken_row)
+    monkeypatch.setattr(convotel.store.exporter, "span_row", broken_row)
     exporter = SQLiteSpanExporter(store_path)
 
     assert exporter.export(conversation) is SpanExportResult.FAILURE
