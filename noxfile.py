@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import nox
@@ -76,14 +77,9 @@ BENCH_CONTENDERS = [
     "opentelemetry-instrumentation-llamaindex",
 ]
 
-#: What the demo drives (no DSPy, no llama-index-llms-openai).
-DEMO_SDKS = [
-    "openai>=2.0.0,<4",
-    "mistralai>=2.0.0,<4",
-    "llama-index-core>=0.14.9,<0.15",
-    "opentelemetry-exporter-otlp-proto-http>=1.37",
-    *WEB_TOOLS,
-]
+#: The demo's distribution brings what the demo drives (openai, mistralai, llama-index-core);
+#: `demo` and `e2e` add its extras for `--serve` and `--otlp`.
+DEMO_WITH_EXTRAS = {"packages/demo": "packages/demo[serve,otlp]"}
 
 #: The Phoenix server for `e2e`, in a virtualenv of its own (~850 MB with its dependencies).
 PHOENIX_SERVER = ["arize-phoenix==20.26.1", "arize-phoenix-client==3.5.0"]
@@ -124,10 +120,17 @@ OFFLINE_ENV = {
 }
 
 
-def install_local(session: nox.Session, *extra: str, editable: bool = True) -> None:
+def install_local(
+    session: nox.Session,
+    *extra: str,
+    editable: bool = True,
+    specs: dict[str, str] | None = None,
+) -> None:
+    """Install every local distribution (``specs`` maps one to a spec with extras) and ``extra``."""
     local: list[str] = []
     for package in LOCAL_PACKAGES:
-        local += ["-e", package] if editable else [package]
+        spec = (specs or {}).get(package, package)
+        local += ["-e", spec] if editable else [spec]
     session.install(*local, *extra)
 
 
@@ -181,7 +184,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """The main job: a multi-user chatbot traced into the embedded store, then its sessions."""
-    install_local(session, *DEMO_SDKS)
+    install_local(session, specs=DEMO_WITH_EXTRAS)
     store = os.environ.get("CONVOTEL_STORE", str(ROOT / ".convotel" / "demo.sqlite3"))
     session.run("convotel", "demo", "--store", store, *session.posargs, env=OFFLINE_ENV)
 
@@ -189,7 +192,7 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def e2e(session: nox.Session) -> None:
     """A real Arize Phoenix server on 127.0.0.1 receiving the demo's sessions over OTLP/HTTP."""
-    install_local(session, *DEMO_SDKS, "pytest>=8", "pytest-asyncio>=0.24")
+    install_local(session, "pytest>=8", "pytest-asyncio>=0.24", specs=DEMO_WITH_EXTRAS)
     phoenix = PHOENIX_VENV / "bin" / "phoenix"
     if not phoenix.exists():
         session.run("python", "-m", "venv", str(PHOENIX_VENV))
@@ -230,10 +233,17 @@ def wheels(session: nox.Session) -> None:
     for package in LOCAL_PACKAGES:
         session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), package)
     wheels = sorted(str(path) for path in dist.glob("convotel*.whl"))
+    # The core wheel is the library alone: the demo ships in convotel-demo.
+    for core_wheel in dist.glob("convotel-[0-9]*.whl"):
+        with zipfile.ZipFile(core_wheel) as archive:
+            demo_files = [name for name in archive.namelist() if name.startswith("convotel/demo/")]
+        if demo_files:
+            session.error(f"{core_wheel.name} holds the demo: {demo_files[:3]}")
     session.install(*wheels, *LATEST_SDKS)
     session.run(
         "python",
         "-c",
         "import convotel, convotel.openai, convotel.mistralai, convotel.llama_index, "
-        "convotel.dspy; print('namespace ok:', list(convotel.__path__))",
+        "convotel.dspy, convotel.demo.app; print('namespace ok:', list(convotel.__path__))",
     )
+    session.run("convotel", "demo", "--help", silent=True)

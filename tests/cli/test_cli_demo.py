@@ -38,6 +38,18 @@ def test_missing_demo_module_gives_a_clear_message(
     assert "nox -s demo" in err
 
 
+def test_missing_demo_names_the_distribution_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importlib, "import_module", fail_import("convotel.demo"))
+
+    assert main(["demo", "--serve"]) == 2
+
+    err = capsys.readouterr().err
+    assert "pip install convotel-demo`" in err
+    assert "pip install 'convotel-demo[serve]'` for --serve" in err
+
+
 def test_demo_dependency_missing_names_the_package(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,5 +1,6 @@
 """The ``convotel`` command: ``convotel sessions`` (list / show from the span store) and
-``convotel demo`` (implemented in ``convotel.demo.app``, imported only when asked for)."""
+``convotel demo`` (implemented in ``convotel.demo.app`` of the ``convotel-demo`` distribution,
+imported only when asked for)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ __all__ = [
 
 DEFAULT_LIMIT = 50
 DEMO_MODULE = "convotel.demo.app"
+#: The distribution that provides :data:`DEMO_MODULE` (the core does not ship the demo).
+DEMO_DISTRIBUTION = "convotel-demo"
 _MAX_FIELD_CHARS = 4000  # per text field in `sessions show`
 _RELATIVE_TIME = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -330,13 +333,16 @@ def load_demo(stderr: TextIO) -> DemoCommand | None:
         if exc.name in ("convotel.demo", DEMO_MODULE):
             print(
                 f"convotel demo: the demo is not installed here (no module {DEMO_MODULE}). "
-                "Run it from a checkout of convotel with `nox -s demo`.",
+                f"Install it with `pip install {DEMO_DISTRIBUTION}` "
+                f"(`pip install '{DEMO_DISTRIBUTION}[serve]'` for --serve), "
+                "or run it from a checkout of convotel with `nox -s demo`.",
                 file=stderr,
             )
         else:
             print(
                 f"convotel demo: the demo needs the package {exc.name!r}, which is missing. "
-                "Install the demo's dependencies or run it with `nox -s demo`.",
+                f"Reinstall {DEMO_DISTRIBUTION} (it brings the demo's dependencies) "
+                "or run it with `nox -s demo`.",
                 file=stderr,
             )
         return None

@@ -79,7 +79,7 @@ INSTRUMENTORS = {
 #: SDKs the demo imports only when it needs them: (module, package to install).
 LAZY_SDKS = (("mistralai.client", "mistralai"), ("llama_index.core", "llama-index-core"))
 OTLP_EXPORTER = ("opentelemetry.exporter.otlp.proto.http", "opentelemetry-exporter-otlp-proto-http")
-#: What ``--serve`` needs besides the SDKs (``pip install "convotel[serve]"``).
+#: What ``--serve`` needs besides the SDKs (``pip install "convotel-demo[serve]"``).
 WEB_PACKAGES = (
     ("fastapi.sse", "fastapi>=0.135"),
     ("uvicorn", "uvicorn"),

@@ -6,6 +6,8 @@
 * :mod:`convotel.demo.fake_server`: the in-process server speaking the OpenAI and Mistral wire
   formats on 127.0.0.1, with :mod:`convotel.demo.fake_replies` as its deterministic "model".
 
-The demo needs the SDKs and adapters (``openai``, ``mistralai``, ``llama-index-core``,
-``convotel-openai``, ``convotel-mistralai``, ``convotel-llama-index``); the core does not.
+This package is the ``convotel-demo`` distribution: it brings the SDKs and adapters the demo drives
+(``openai``, ``mistralai``, ``llama-index-core``, ``convotel-openai``, ``convotel-mistralai``,
+``convotel-llama-index``; ``[serve]`` and ``[otlp]`` for the web service and OTLP export), so the
+core ``convotel`` holds the library only.
 """
