@@ -32,19 +32,25 @@ __all__ = [
     "ContentPart",
     "Document",
     "Message",
+    "Pair",
     "ToolCall",
     "document_attributes",
     "embedding_attributes",
     "input_value_attributes",
     "invocation_parameter_attributes",
     "is_unset",
+    "llm_input_text",
+    "llm_input_value_attributes",
+    "llm_output_value_attributes",
     "message_attributes",
+    "message_text",
     "model_attributes",
     "output_value_attributes",
     "tool_definition_attributes",
     "usage_attributes",
 ]
 
+#: One ``(attribute, value)`` pair, as every extractor yields them.
 Pair = tuple[str, Any]
 
 #: Request parameters never recorded (credentials, transport settings, raw headers).
@@ -144,6 +150,50 @@ def input_value_attributes(value: Any) -> Iterator[Pair]:
 def output_value_attributes(value: Any) -> Iterator[Pair]:
     """``output.value`` (strings as text, anything else as JSON) and ``output.mime_type``."""
     return _value_attributes(SpanAttributes.OUTPUT_VALUE, SpanAttributes.OUTPUT_MIME_TYPE, value)
+
+
+def message_text(message: Message) -> str | None:
+    """A message's text: its content, else its text parts joined by newlines (as the turn's)."""
+    if message.content:
+        return message.content
+    texts = [part.text for part in message.parts if part.text]
+    return "\n".join(texts) if texts else None
+
+
+def llm_input_text(messages: Sequence[Message]) -> str | None:
+    """An LLM span's ``input.value``: the newest user message's text; when that message has no
+    text (or there is no user message), the newest text any message has (a tool result...)."""
+    for message in reversed(messages):
+        if message.role == "user":
+            text = message_text(message)
+            if text is not None:
+                return text
+            break
+    for message in reversed(messages):
+        text = message_text(message)
+        if text is not None:
+            return text
+    return None
+
+
+def llm_input_value_attributes(messages: Sequence[Message]) -> Iterator[Pair]:
+    """``input.value`` of an LLM span from its input messages (see :func:`llm_input_text`)."""
+    return input_value_attributes(llm_input_text(messages))
+
+
+def llm_output_value_attributes(messages: Sequence[Message]) -> Iterator[Pair]:
+    """``output.value`` of an LLM span: the reply's text (the first output message's), else
+    its tool calls as JSON; nothing without output messages."""
+    if not messages:
+        return iter(())
+    first = messages[0]
+    text = message_text(first)
+    if text is not None:
+        return output_value_attributes(text)
+    if first.tool_calls:
+        calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in first.tool_calls]
+        return output_value_attributes(calls)
+    return iter(())
 
 
 def model_attributes(

@@ -14,9 +14,9 @@ from typing import Any
 from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
-__all__ = ["genai_attributes"]
+from convotel.attributes import Pair
 
-Pair = tuple[str, Any]
+__all__ = ["genai_attributes"]
 
 
 def _operation(member: str, fallback: str) -> str:

@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["jsonable", "safe_json_dumps", "valid_unicode"]
+__all__ = ["json_text", "jsonable", "safe_json_dumps", "valid_unicode"]
 
 
 def jsonable(value: Any) -> Any:
@@ -52,6 +52,13 @@ def safe_json_dumps(value: Any) -> str:
         except Exception:  # noqa: BLE001 - e.g. an unprintable object or an int too long to print
             text = f"<{type(value).__name__}>"
         return json.dumps(text, ensure_ascii=False)
+
+
+def json_text(value: Any) -> str | None:
+    """Text as it is, ``None`` as ``None``, anything else as its JSON (never raises)."""
+    if value is None or isinstance(value, str):
+        return value
+    return safe_json_dumps(value)
 
 
 def valid_unicode(text: str) -> str:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from openinference.semconv.trace import SpanAttributes
 
 from convotel.attributes import (
-    ContentPart,
     Document,
     Message,
-    ToolCall,
+    Pair,
     document_attributes,
     embedding_attributes,
     input_value_attributes,
     invocation_parameter_attributes,
+    llm_input_value_attributes,
+    llm_output_value_attributes,
     message_attributes,
     model_attributes,
     output_value_attributes,
@@ -24,7 +25,7 @@ from convotel.attributes import (
     usage_attributes,
 )
 from convotel.json_encoding import jsonable, safe_json_dumps
-from convotel.spans import Pair
+from convotel.payloads import chat_messages, text_of, tool_calls
 
 #: The DSPy signature of a module call (``"question -> answer"``); no OpenInference name exists.
 DSPY_SIGNATURE = "dspy.signature"
@@ -107,55 +108,6 @@ def split_model(model: Any) -> tuple[str | None, str | None]:
     return (provider, name) if separator else (None, model)
 
 
-def _content_parts(content: Iterable[Any]) -> list[ContentPart]:
-    parts = []
-    for part in content:
-        if not isinstance(part, Mapping):
-            continue
-        kind = part.get("type")
-        if kind == "text":
-            parts.append(ContentPart("text", text=part.get("text")))
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, Mapping) else image
-            parts.append(ContentPart("image", image_url=url if isinstance(url, str) else None))
-    return parts
-
-
-def chat_message(message: Any) -> Message:
-    """An OpenAI-style chat message dict as a :class:`Message`."""
-    data = message if isinstance(message, Mapping) else jsonable(message)
-    if not isinstance(data, Mapping):
-        return Message(content=str(message))
-    content = data.get("content")
-    return Message(
-        role=data.get("role"),
-        content=content if isinstance(content, str) else None,
-        parts=_content_parts(content) if isinstance(content, list) else (),
-        tool_calls=tool_calls(data.get("tool_calls") or ()),
-        tool_call_id=data.get("tool_call_id"),
-        name=data.get("name"),
-    )
-
-
-def tool_calls(calls: Iterable[Any]) -> list[ToolCall]:
-    result = []
-    for call in calls:
-        data = call if isinstance(call, Mapping) else jsonable(call)
-        if not isinstance(data, Mapping):
-            continue
-        function = data.get("function") or {}
-        arguments = function.get("arguments")
-        result.append(
-            ToolCall(
-                id=data.get("id"),
-                name=function.get("name"),
-                arguments=arguments if isinstance(arguments, str) else safe_json_dumps(arguments),
-            )
-        )
-    return result
-
-
 def lm_request_attributes(lm: Any, arguments: Mapping[str, Any]) -> Iterator[Pair]:
     """Model, messages and parameters of ``lm(prompt, messages=..., **kwargs)``."""
     provider, name = split_model(getattr(lm, "model", None))
@@ -163,18 +115,15 @@ def lm_request_attributes(lm: Any, arguments: Mapping[str, Any]) -> Iterator[Pai
     messages = arguments.get("messages")
     prompt = arguments.get("prompt")
     if isinstance(messages, list):
-        yield from input_value_attributes(messages)
-        yield from message_attributes(
-            SpanAttributes.LLM_INPUT_MESSAGES, (chat_message(m) for m in messages)
-        )
+        found = chat_messages(messages)
     elif isinstance(prompt, str):
-        yield from input_value_attributes(prompt)
-        yield from message_attributes(
-            SpanAttributes.LLM_INPUT_MESSAGES, [Message(role="user", content=prompt)]
-        )
+        found = [Message(role="user", content=prompt)]
     elif prompt is not None:  # an explicit dspy.lm15.Request (DSPy >= 3.4)
-        yield from input_value_attributes(jsonable(prompt))
-        yield from message_attributes(SpanAttributes.LLM_INPUT_MESSAGES, request_messages(prompt))
+        found = request_messages(prompt)
+    else:
+        found = []
+    yield from llm_input_value_attributes(found)
+    yield from message_attributes(SpanAttributes.LLM_INPUT_MESSAGES, found)
     parameters = {**(getattr(lm, "kwargs", None) or {}), **arguments}
     tools = parameters.get("tools")
     if isinstance(tools, list):
@@ -203,30 +152,23 @@ def lm_output_attributes(outputs: Any) -> Iterator[Pair]:
     if not isinstance(outputs, list):
         text = getattr(outputs, "text", None)
         if isinstance(text, str):
-            yield from output_value_attributes(text)
-            yield from message_attributes(
-                SpanAttributes.LLM_OUTPUT_MESSAGES, [Message(role="assistant", content=text)]
-            )
+            outputs = [text]
         else:
             yield from output_value_attributes(jsonable(outputs))
-        return
+            return
     messages = []
     for output in outputs:
         if isinstance(output, str):
             messages.append(Message(role="assistant", content=output))
         elif isinstance(output, Mapping):
-            text = output.get("text")
             messages.append(
                 Message(
                     role="assistant",
-                    content=text if isinstance(text, str) else None,
-                    tool_calls=tool_calls(output.get("tool_calls") or ()),
+                    content=text_of(output.get("text")),
+                    tool_calls=tool_calls(output.get("tool_calls")),
                 )
             )
-    if len(messages) == 1 and messages[0].content is not None:
-        yield from output_value_attributes(messages[0].content)
-    else:
-        yield from output_value_attributes(outputs)
+    yield from llm_output_value_attributes(messages)
     yield from message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, messages)
 
 

@@ -7,7 +7,6 @@ the SDK's pydantic models. Nothing here imports ``mistralai``: fields are read b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -23,21 +22,25 @@ from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
 
 from convotel.attributes import (
     SECRET_PARAMETERS,
-    ContentPart,
     Message,
+    Pair,
     ToolCall,
     embedding_attributes,
     input_value_attributes,
     invocation_parameter_attributes,
     is_unset,
+    llm_input_value_attributes,
+    llm_output_value_attributes,
     message_attributes,
     model_attributes,
     output_value_attributes,
     tool_definition_attributes,
     usage_attributes,
 )
+from convotel.json_encoding import json_text
+from convotel.payloads import chat_message, field, sequence_of, text_of
 
-Pair = tuple[str, Any]
+__all__ = ["PROVIDER", "SYSTEM", "Pair", "field", "message"]
 
 PROVIDER = OpenInferenceLLMProviderValues.MISTRALAI.value
 SYSTEM = OpenInferenceLLMSystemValues.MISTRALAI.value
@@ -50,27 +53,12 @@ _NOT_PARAMETERS = frozenset(
         "tools",
         "stream",
         "prompt",
-        "suffix",
         "inputs",
         "instructions",
         "agent_id",
         "conversation_id",
     }
 )
-
-
-_MISSING = object()
-
-
-def field(obj: Any, name: str) -> Any:
-    """``obj[name]`` or ``obj.name``; ``None`` when missing or the SDK's ``UNSET``."""
-    if isinstance(obj, dict):  # request TypedDicts; the fast path
-        value = obj.get(name)
-    else:
-        value = getattr(obj, name, _MISSING)
-        if value is _MISSING:
-            value = obj.get(name) if isinstance(obj, Mapping) else None
-    return None if is_unset(value) else value
 
 
 def user_arguments(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,69 +70,22 @@ def user_arguments(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _json_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
 # --- messages -----------------------------------------------------------------------------------
 
-
-def content_parts(content: Any) -> list[ContentPart]:
-    """Text and image parts of a list content (``TextChunk``, ``ImageURLChunk``, dicts)."""
-    parts: list[ContentPart] = []
-    for chunk in content:
-        kind = field(chunk, "type")
-        if kind == "text":
-            parts.append(ContentPart("text", text=field(chunk, "text")))
-        elif kind == "image_url":
-            image = field(chunk, "image_url")
-            url = image if isinstance(image, str) else field(image, "url")
-            parts.append(ContentPart("image", image_url=url))
-    return parts
+#: A chat message of a request or a response (the core's reader of OpenAI-shaped payloads).
+message = chat_message
 
 
-def tool_calls(raw_calls: Any) -> list[ToolCall]:
-    """Tool calls of an assistant message; dict arguments become JSON text."""
-    calls = []
-    for raw in raw_calls or ():
-        function = field(raw, "function")
-        call_id = field(raw, "id")
-        calls.append(
-            ToolCall(
-                id=call_id if call_id != "null" else None,  # the SDK's default for "no id"
-                name=field(function, "name"),
-                arguments=_json_text(field(function, "arguments")),
-            )
-        )
-    return calls
+def input_messages(messages: list[Message]) -> Iterator[Pair]:
+    """``llm.input_messages`` and ``input.value`` (the newest user message's text)."""
+    yield from message_attributes(SpanAttributes.LLM_INPUT_MESSAGES, messages)
+    yield from llm_input_value_attributes(messages)
 
 
-def message(raw: Any, role: str | None = None) -> Message:
-    """A provider-neutral message from a request message or a response's assistant message."""
-    content = field(raw, "content")
-    text = content if isinstance(content, str) else None
-    parts = content_parts(content) if isinstance(content, list) else []
-    if text is None and parts and all(part.type == "text" for part in parts):
-        text = "".join(part.text or "" for part in parts)
-        parts = []
-    return Message(
-        role=role or field(raw, "role"),
-        content=text or None,
-        parts=parts,
-        tool_calls=tool_calls(field(raw, "tool_calls")),
-        tool_call_id=field(raw, "tool_call_id"),
-        name=field(raw, "name"),
-    )
-
-
-def input_messages(raw_messages: Iterable[Any]) -> Iterator[Pair]:
-    return message_attributes(SpanAttributes.LLM_INPUT_MESSAGES, map(message, raw_messages))
-
-
-def output_messages(messages: Iterable[Message]) -> Iterator[Pair]:
-    return message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, messages)
+def output_messages(messages: list[Message]) -> Iterator[Pair]:
+    """``llm.output_messages`` and ``output.value`` (the reply's text)."""
+    yield from message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, messages)
+    yield from llm_output_value_attributes(messages)
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -160,7 +101,6 @@ def _common_request(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
         provider=PROVIDER, system=SYSTEM, request_model=field(kwargs, "model")
     )
     yield from invocation_parameter_attributes(_parameters(arguments))
-    yield from input_value_attributes(arguments)
     tools = field(kwargs, "tools")
     if tools:
         yield from tool_definition_attributes(tools)
@@ -172,15 +112,17 @@ def chat_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     agent_id = field(kwargs, "agent_id")
     if agent_id:
         yield GEN_AI_AGENT_ID, agent_id
-    yield from input_messages(field(kwargs, "messages") or ())
+    yield from input_messages([chat_message(m) for m in sequence_of(field(kwargs, "messages"))])
 
 
 def fim_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
-    """``fim.complete``/``fim.stream``: the code before (prompt) and after (suffix) the gap."""
+    """``fim.complete``/``fim.stream``: the code before the gap (prompt, the ``input.value``);
+    the code after it (``suffix``) is an invocation parameter."""
     yield from _common_request(kwargs)
     prompt = field(kwargs, "prompt")
     if isinstance(prompt, str):
         yield SpanAttributes.LLM_PROMPTS, [prompt]
+        yield from input_value_attributes(prompt)
 
 
 def embedding_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
@@ -192,7 +134,7 @@ def embedding_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     yield from embedding_attributes(model=field(kwargs, "model"), texts=texts)
     for _, parameters in invocation_parameter_attributes(_parameters(arguments)):
         yield SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS, parameters
-    yield from input_value_attributes(arguments)
+    yield from input_value_attributes(inputs if isinstance(inputs, str) else texts or None)
 
 
 def conversation_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
@@ -213,8 +155,8 @@ def conversation_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]
     if isinstance(inputs, str):
         messages.append(Message(role="user", content=inputs))
     else:
-        messages.extend(map(conversation_entry_message, inputs or ()))
-    yield from message_attributes(SpanAttributes.LLM_INPUT_MESSAGES, messages)
+        messages.extend(map(conversation_entry_message, sequence_of(inputs)))
+    yield from input_messages(messages)
 
 
 def conversation_entry_message(entry: Any) -> Message:
@@ -222,10 +164,10 @@ def conversation_entry_message(entry: Any) -> Message:
     if field(entry, "type") == "function.result":
         return Message(
             role="tool",
-            content=_json_text(field(entry, "result")),
-            tool_call_id=field(entry, "tool_call_id"),
+            content=json_text(field(entry, "result")),
+            tool_call_id=text_of(field(entry, "tool_call_id")),
         )
-    return message(entry)
+    return chat_message(entry)
 
 
 def moderation_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
@@ -258,14 +200,13 @@ def usage_pairs(usage: Any) -> Iterator[Pair]:
 def completion_response_attributes(response: Any) -> Iterator[Pair]:
     """Chat, FIM and agents completions: model, output messages, finish reason, usage."""
     yield from model_attributes(response_model=field(response, "model"))
-    choices = field(response, "choices") or ()
+    choices = sequence_of(field(response, "choices"))
     yield from output_messages(
-        message(field(choice, "message") or {}, "assistant") for choice in choices
+        [chat_message(field(choice, "message"), "assistant") for choice in choices]
     )
     if choices and field(choices[0], "finish_reason"):
         yield SpanAttributes.LLM_FINISH_REASON, str(field(choices[0], "finish_reason"))
     yield from usage_pairs(field(response, "usage"))
-    yield from output_value_attributes(response)
 
 
 def embedding_response_attributes(response: Any) -> Iterator[Pair]:
@@ -282,12 +223,12 @@ def conversation_output_messages(outputs: Iterable[Any]) -> list[Message]:
     for entry in outputs:
         kind = field(entry, "type")
         if kind == "message.output":
-            messages.append(message(entry, "assistant"))
+            messages.append(chat_message(entry, "assistant"))
         elif kind == "function.call":
             call = ToolCall(
-                id=field(entry, "tool_call_id"),
-                name=field(entry, "name"),
-                arguments=_json_text(field(entry, "arguments")),
+                id=text_of(field(entry, "tool_call_id")),
+                name=text_of(field(entry, "name")),
+                arguments=json_text(field(entry, "arguments")),
             )
             messages.append(Message(role="assistant", tool_calls=[call]))
     return messages
@@ -302,7 +243,6 @@ def conversation_response_attributes(response: Any) -> Iterator[Pair]:
         yield from model_attributes(response_model=models[-1])
     yield from output_messages(conversation_output_messages(outputs))
     yield from usage_pairs(field(response, "usage"))
-    yield from output_value_attributes(response)
 
 
 def moderation_response_attributes(response: Any) -> Iterator[Pair]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -11,14 +10,9 @@ from typing import Any
 from openinference.semconv.trace import SpanAttributes
 from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GEN_AI_CONVERSATION_ID
 
-from convotel.attributes import Message, ToolCall, model_attributes, output_value_attributes
-from convotel.mistralai.extraction import (
-    Pair,
-    content_parts,
-    field,
-    output_messages,
-    usage_pairs,
-)
+from convotel.attributes import Message, Pair, model_attributes
+from convotel.mistralai.extraction import output_messages, usage_pairs
+from convotel.payloads import ToolCallDeltas, content_parts, field, sequence_of
 from convotel.spans import StreamError
 
 
@@ -26,49 +20,22 @@ def _text(content: Any) -> str:
     """The text of a delta's content: a string, or the text parts of a chunk list."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(part.text or "" for part in content_parts(content) if part.type == "text")
-    return ""
-
-
-@dataclass
-class _ToolCallParts:
-    id: str | None = None
-    name: str | None = None
-    arguments: list[str] = dataclass_field(default_factory=list)
+    return "".join(part.text or "" for part in content_parts(content) if part.type == "text")
 
 
 @dataclass
 class _Choice:
     role: str = "assistant"
     text: list[str] = dataclass_field(default_factory=list)
-    tool_calls: dict[int, _ToolCallParts] = dataclass_field(default_factory=dict)
+    tool_calls: ToolCallDeltas = dataclass_field(default_factory=ToolCallDeltas)
     finish_reason: str | None = None
 
-    def add_tool_call(self, raw: Any, position: int) -> None:
-        index = field(raw, "index")
-        parts = self.tool_calls.setdefault(
-            index if isinstance(index, int) else position, _ToolCallParts()
-        )
-        call_id, function = field(raw, "id"), field(raw, "function")
-        if call_id and call_id != "null":
-            parts.id = call_id
-        if field(function, "name"):
-            parts.name = field(function, "name")
-        arguments = field(function, "arguments")
-        if arguments:
-            parts.arguments.append(
-                arguments
-                if isinstance(arguments, str)
-                else json.dumps(arguments, ensure_ascii=False)
-            )
-
     def message(self) -> Message:
-        calls = [
-            ToolCall(id=parts.id, name=parts.name, arguments="".join(parts.arguments) or None)
-            for _, parts in sorted(self.tool_calls.items())
-        ]
-        return Message(role=self.role, content="".join(self.text) or None, tool_calls=calls)
+        return Message(
+            role=self.role,
+            content="".join(self.text) or None,
+            tool_calls=self.tool_calls.tool_calls(),
+        )
 
 
 class CompletionStreamAccumulator:
@@ -88,8 +55,8 @@ class CompletionStreamAccumulator:
             delta = field(choice, "delta")
             state.role = field(delta, "role") or state.role
             state.text.append(_text(field(delta, "content")))
-            for position, raw_call in enumerate(field(delta, "tool_calls") or ()):
-                state.add_tool_call(raw_call, position)
+            for position, raw_call in enumerate(sequence_of(field(delta, "tool_calls"))):
+                state.tool_calls.add(raw_call, position)
             state.finish_reason = field(choice, "finish_reason") or state.finish_reason
 
     def attributes(self) -> Iterator[Pair]:
@@ -100,8 +67,6 @@ class CompletionStreamAccumulator:
         if choices and choices[0].finish_reason:
             yield SpanAttributes.LLM_FINISH_REASON, str(choices[0].finish_reason)
         yield from usage_pairs(self._usage)
-        if messages and messages[0].content:
-            yield from output_value_attributes(messages[0].content)
 
 
 _CONVERSATION_ERROR = "conversation.response.error"
@@ -117,7 +82,7 @@ class ConversationStreamAccumulator:
         self._conversation_id: str | None = None
         self._model: str | None = None
         self._replies: dict[Any, list[str]] = {}
-        self._calls: dict[str, _ToolCallParts] = {}
+        self._calls = ToolCallDeltas()
         self._usage: Any = None
         self._error: StreamError | None = None
 
@@ -130,9 +95,10 @@ class ConversationStreamAccumulator:
         elif kind == "message.output.delta":
             self._replies.setdefault(field(data, "id"), []).append(_text(field(data, "content")))
         elif kind == "function.call.delta":
-            parts = self._calls.setdefault(field(data, "tool_call_id") or "", _ToolCallParts())
-            parts.id, parts.name = field(data, "tool_call_id"), field(data, "name") or parts.name
-            parts.arguments.append(field(data, "arguments") or "")
+            call_id = field(data, "tool_call_id")
+            self._calls.add_parts(
+                call_id or "", call_id, field(data, "name"), field(data, "arguments")
+            )
         elif kind == "conversation.response.done":
             self._usage = field(data, "usage")
         elif kind == _CONVERSATION_ERROR:
@@ -153,15 +119,7 @@ class ConversationStreamAccumulator:
             Message(role="assistant", content="".join(text)) for text in self._replies.values()
         ]
         messages += [
-            Message(
-                role="assistant",
-                tool_calls=[
-                    ToolCall(id=parts.id, name=parts.name, arguments="".join(parts.arguments))
-                ],
-            )
-            for parts in self._calls.values()
+            Message(role="assistant", tool_calls=[call]) for call in self._calls.tool_calls()
         ]
         yield from output_messages(messages)
         yield from usage_pairs(self._usage)
-        if messages and messages[0].content:
-            yield from output_value_attributes(messages[0].content)

@@ -22,20 +22,31 @@ from openinference.semconv.trace import (
 
 from convotel.attributes import (
     SECRET_PARAMETERS,
-    ContentPart,
     Message,
+    Pair,
     ToolCall,
     embedding_attributes,
     input_value_attributes,
     invocation_parameter_attributes,
+    llm_input_value_attributes,
+    llm_output_value_attributes,
     message_attributes,
     model_attributes,
     output_value_attributes,
     tool_definition_attributes,
     usage_attributes,
 )
+from convotel.payloads import (
+    chat_message,
+    chat_messages,
+    content_parts,
+    field,
+    sequence_of,
+    text_of,
+    values_of,
+)
 
-Pair = tuple[str, Any]
+__all__ = ["AZURE", "OPENAI", "Pair", "field"]
 
 OPENAI = OpenInferenceLLMProviderValues.OPENAI.value
 AZURE = OpenInferenceLLMProviderValues.AZURE.value
@@ -43,36 +54,7 @@ SYSTEM = OpenInferenceLLMSystemValues.OPENAI.value
 INPUT_MESSAGES = SpanAttributes.LLM_INPUT_MESSAGES
 OUTPUT_MESSAGES = SpanAttributes.LLM_OUTPUT_MESSAGES
 _NOT_PARAMETERS = frozenset({"model", "messages", "tools", "input", "instructions", "prompt"})
-_SEQUENCES = (list, tuple)
 _UNSET = (NotGiven, Omit)
-_EMPTY: Mapping[str, Any] = {}
-
-
-def values_of(obj: Any) -> Mapping[str, Any]:
-    """The fields of a request dict or of an SDK (pydantic) model, as a mapping.
-
-    Models are read through their ``__dict__``: ``getattr`` of a field a model does not declare
-    raises inside pydantic, which costs microseconds on the hot path.
-    """
-    if isinstance(obj, dict):
-        return obj
-    values = getattr(obj, "__dict__", None)
-    if isinstance(values, dict):
-        return values
-    return obj if isinstance(obj, Mapping) else _EMPTY
-
-
-def field(obj: Any, name: str) -> Any:
-    """``obj[name]`` for request dicts, the field ``name`` of SDK models; ``None`` when absent."""
-    return values_of(obj).get(name)
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _sequence(value: Any) -> Sequence[Any]:
-    return value if isinstance(value, _SEQUENCES) else ()
 
 
 def user_parameters(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,7 +70,7 @@ def common_request_attributes(
     provider: str, parameters: Mapping[str, Any], *, embedding: bool = False
 ) -> Iterator[Pair]:
     """Provider, system, requested model and invocation parameters of any endpoint."""
-    model = _text(parameters.get("model"))
+    model = text_of(parameters.get("model"))
     yield SpanAttributes.LLM_PROVIDER, provider
     yield SpanAttributes.LLM_SYSTEM, SYSTEM
     if embedding:
@@ -101,59 +83,12 @@ def common_request_attributes(
         yield key, value
 
 
-def last_text(messages: Sequence[Message]) -> str | None:
-    """The text of the last message: the request's ``input.value`` (the rest is in messages)."""
-    if not messages:
-        return None
-    last = messages[-1]
-    if last.content is not None:
-        return last.content
-    return " ".join(p.text for p in last.parts if p.text is not None) or None
-
-
 def messages_and_tools_attributes(messages: Sequence[Message], tools: Any) -> Iterator[Pair]:
     """Input messages, ``input.value`` and tool definitions of a chat or Responses request."""
     yield from message_attributes(INPUT_MESSAGES, messages)
-    yield from input_value_attributes(last_text(messages))
-    if tools and isinstance(tools, _SEQUENCES):
+    yield from llm_input_value_attributes(messages)
+    if tools and isinstance(tools, (list, tuple)):
         yield from tool_definition_attributes(tools)
-
-
-# --- messages ---------------------------------------------------------------------------------
-
-
-def content_part(part: Any) -> ContentPart:
-    """One content part: chat ``text``/``image_url``, Responses ``input_text``/``input_image``."""
-    kind = field(part, "type")
-    if kind in ("text", "input_text", "output_text"):
-        return ContentPart("text", text=_text(field(part, "text")))
-    if kind == "image_url":
-        return ContentPart("image", image_url=_text(field(field(part, "image_url"), "url")))
-    if kind == "input_image":
-        return ContentPart("image", image_url=_text(field(part, "image_url")))
-    return ContentPart(str(kind))
-
-
-def tool_call(call: Any) -> ToolCall:
-    """A chat tool call (``function`` or ``custom``) as the model sent it."""
-    function = field(call, "function") or field(call, "custom")
-    arguments = field(function, "arguments")
-    if arguments is None:
-        arguments = field(function, "input")
-    return ToolCall(_text(field(call, "id")), _text(field(function, "name")), _text(arguments))
-
-
-def chat_message(message: Any) -> Message:
-    get = values_of(message).get
-    content = get("content")
-    if content is None:
-        content = get("refusal")
-    text = content if isinstance(content, str) else None
-    parts = [content_part(p) for p in content] if isinstance(content, _SEQUENCES) else ()
-    tool_calls = get("tool_calls")
-    calls = [tool_call(c) for c in tool_calls] if isinstance(tool_calls, _SEQUENCES) else ()
-    # positional: binding six keywords costs more than the rest of this function
-    return Message(get("role"), text, parts, calls, get("tool_call_id"), get("name"))
 
 
 def response_item_message(item: Any) -> Message | None:
@@ -161,44 +96,43 @@ def response_item_message(item: Any) -> Message | None:
     kind = field(item, "type")
     if kind == "function_call":
         call = ToolCall(
-            _text(field(item, "call_id")),
-            _text(field(item, "name")),
-            _text(field(item, "arguments")),
+            text_of(field(item, "call_id")),
+            text_of(field(item, "name")),
+            text_of(field(item, "arguments")),
         )
         return Message(role="assistant", tool_calls=[call])
     if kind == "function_call_output":
         output = field(item, "output")
         return Message(
-            role="tool", tool_call_id=_text(field(item, "call_id")), content=_text(output)
+            role="tool", tool_call_id=text_of(field(item, "call_id")), content=text_of(output)
         )
     role = field(item, "role")
     if role is None:
         return None
     content = field(item, "content")
-    if kind == "message" and role == "assistant" and isinstance(content, _SEQUENCES):
+    if kind == "message" and role == "assistant" and isinstance(content, (list, tuple)):
         text = "".join(field(p, "text") or "" for p in content)  # output_text parts
         return Message(role="assistant", content=text)
-    parts = [content_part(p) for p in content] if isinstance(content, _SEQUENCES) else ()
-    return Message(role=_text(role), content=_text(content), parts=parts)
+    return Message(role=text_of(role), content=text_of(content), parts=content_parts(content))
 
 
 # --- requests ---------------------------------------------------------------------------------
 
 
 def chat_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
-    messages = [chat_message(m) for m in _sequence(kwargs.get("messages"))]
+    messages = chat_messages(kwargs.get("messages"))
     return messages_and_tools_attributes(messages, kwargs.get("tools"))
 
 
 def responses_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     messages: list[Message] = []
-    instructions = _text(kwargs.get("instructions"))
+    instructions = text_of(kwargs.get("instructions"))
     if instructions:
         messages.append(Message(role="system", content=instructions))
     request_input = kwargs.get("input")
     if isinstance(request_input, str):
         messages.append(Message(role="user", content=request_input))
-    for item in _sequence(request_input):
+    for item in sequence_of(request_input):
         message = response_item_message(item)
         if message is not None:
             messages.append(message)
@@ -207,7 +141,7 @@ def responses_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
 
 def completion_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     prompt = kwargs.get("prompt")
-    prompts = [prompt] if isinstance(prompt, str) else _sequence(prompt)
+    prompts = [prompt] if isinstance(prompt, str) else sequence_of(prompt)
     for index, text in enumerate(prompts):
         if isinstance(text, str):
             yield f"{SpanAttributes.LLM_PROMPTS}.{index}.{PromptAttributes.PROMPT_TEXT}", text
@@ -216,7 +150,7 @@ def completion_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
 
 def embedding_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     texts = kwargs.get("input")
-    texts = [texts] if isinstance(texts, str) else _sequence(texts)
+    texts = [texts] if isinstance(texts, str) else sequence_of(texts)
     if all(isinstance(text, str) for text in texts):  # token arrays have no text to record
         yield from embedding_attributes(texts=texts)
     request_input = kwargs.get("input")
@@ -249,20 +183,12 @@ def output_attributes(messages: Sequence[Message], finish_reason: Any) -> Iterat
     yield from message_attributes(OUTPUT_MESSAGES, messages)
     if isinstance(finish_reason, str):
         yield SpanAttributes.LLM_FINISH_REASON, finish_reason
-    if messages:
-        first = messages[0]
-        if first.content is not None:
-            yield from output_value_attributes(first.content)
-        elif first.tool_calls:
-            calls = [
-                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in first.tool_calls
-            ]
-            yield from output_value_attributes(calls)
+    yield from llm_output_value_attributes(messages)
 
 
 def chat_response_attributes(completion: Any) -> Iterator[Pair]:
     get = values_of(completion).get
-    choices = _sequence(get("choices"))
+    choices = sequence_of(get("choices"))
     messages = [chat_message(values_of(choice).get("message")) for choice in choices]
     finish_reason = values_of(choices[0]).get("finish_reason") if choices else None
     return chain(  # one C-level chain: nested generators cost a frame switch per pair
@@ -273,8 +199,8 @@ def chat_response_attributes(completion: Any) -> Iterator[Pair]:
 
 
 def responses_response_attributes(response: Any) -> Iterator[Pair]:
-    yield from model_attributes(response_model=_text(field(response, "model")))
-    messages = [m for m in map(response_item_message, _sequence(field(response, "output"))) if m]
+    yield from model_attributes(response_model=text_of(field(response, "model")))
+    messages = [m for m in map(response_item_message, sequence_of(field(response, "output"))) if m]
     status = field(response, "status")
     reason = field(field(response, "incomplete_details"), "reason")
     yield from output_attributes(messages, reason if isinstance(reason, str) else status)
@@ -296,8 +222,8 @@ def completion_choice_attributes(texts: Sequence[str]) -> Iterator[Pair]:
 
 
 def completion_response_attributes(completion: Any) -> Iterator[Pair]:
-    yield from model_attributes(response_model=_text(field(completion, "model")))
-    choices = _sequence(field(completion, "choices"))
+    yield from model_attributes(response_model=text_of(field(completion, "model")))
+    choices = sequence_of(field(completion, "choices"))
     yield from completion_choice_attributes([field(c, "text") or "" for c in choices])
     if choices and isinstance(reason := field(choices[0], "finish_reason"), str):
         yield SpanAttributes.LLM_FINISH_REASON, reason
@@ -305,8 +231,8 @@ def completion_response_attributes(completion: Any) -> Iterator[Pair]:
 
 
 def embedding_response_attributes(response: Any) -> Iterator[Pair]:
-    model = _text(field(response, "model"))
-    vectors = [field(item, "embedding") for item in _sequence(field(response, "data"))]
+    model = text_of(field(response, "model"))
+    vectors = [field(item, "embedding") for item in sequence_of(field(response, "data"))]
     yield from embedding_attributes(
         model=model, vectors=[v for v in vectors if isinstance(v, list)]
     )

@@ -1,0 +1,189 @@
+"""One reader for OpenAI-shaped payloads: chat messages, tool calls, content parts, stream deltas.
+
+OpenAI, Mistral and the LiteLLM messages DSPy sends all use the chat shape of OpenAI's API. The
+adapters read it through these functions into the core's records (:class:`Message`,
+:class:`ToolCall`, :class:`ContentPart`), which :mod:`convotel.attributes` turns into pairs.
+
+Payloads are request dicts (TypedDicts), SDK (pydantic) models, read through their ``__dict__``
+(``getattr`` of a field a model does not declare raises inside pydantic, which costs microseconds
+on the hot path), or other objects, read by attribute. The SDKs' "not given" sentinels (OpenAI
+``NotGiven``/``Omit``, Mistral ``UNSET``/``Unset``) read as absent, with no SDK imported. Nothing
+here mutates or consumes its input: one-shot iterables (a generator of messages) are not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from convotel.attributes import ContentPart, Message, ToolCall, is_unset
+from convotel.json_encoding import json_text
+
+__all__ = [
+    "ToolCallDeltas",
+    "chat_message",
+    "chat_messages",
+    "content_parts",
+    "field",
+    "sequence_of",
+    "text_of",
+    "tool_call",
+    "tool_calls",
+    "values_of",
+]
+
+_SEQUENCES = (list, tuple)
+_EMPTY: Mapping[str, Any] = {}
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+_IMAGE_PARTS = frozenset({"image_url", "input_image"})
+#: Mistral's tool-call id when the model gave none.
+_NO_ID = "null"
+
+
+def values_of(obj: Any) -> Mapping[str, Any]:
+    """The fields of a request dict or of an SDK model, as a mapping (sentinels included)."""
+    if isinstance(obj, dict):
+        return obj
+    values = getattr(obj, "__dict__", None)
+    if isinstance(values, dict):
+        return values
+    return obj if isinstance(obj, Mapping) else _EMPTY
+
+
+def field(obj: Any, name: str) -> Any:
+    """``obj[name]`` of a dict, the field ``name`` of an SDK model or another object's attribute;
+    ``None`` when absent or an SDK's "not given" sentinel."""
+    if isinstance(obj, dict):  # request dicts: the fast path
+        value = obj.get(name)
+    else:
+        values = getattr(obj, "__dict__", None)
+        if isinstance(values, dict):
+            value = values.get(name)
+        elif isinstance(obj, Mapping):
+            value = obj.get(name)
+        else:
+            value = getattr(obj, name, None)
+    return None if is_unset(value) else value
+
+
+def text_of(value: Any) -> str | None:
+    """``value`` when it is text, else ``None``."""
+    return value if isinstance(value, str) else None
+
+
+def sequence_of(value: Any) -> Sequence[Any]:
+    """``value`` when it is a list or tuple, else empty (one-shot iterables are not consumed)."""
+    return value if isinstance(value, _SEQUENCES) else ()
+
+
+def content_parts(content: Any) -> list[ContentPart]:
+    """The parts of a list content: chat ``text``/``image_url`` (``{"url": ...}`` or a plain
+    URL), Responses ``input_text``/``output_text``/``input_image``; other kinds by their type."""
+    parts = []
+    for part in sequence_of(content):
+        kind = field(part, "type")
+        if kind in _TEXT_PARTS:
+            parts.append(ContentPart("text", text=text_of(field(part, "text"))))
+        elif kind in _IMAGE_PARTS:
+            image = field(part, "image_url")
+            url = image if isinstance(image, str) else field(image, "url")
+            parts.append(ContentPart("image", image_url=text_of(url)))
+        elif isinstance(kind, str):
+            parts.append(ContentPart(kind))
+    return parts
+
+
+def tool_call(call: Any) -> ToolCall:
+    """A tool call as the model sent it (``function`` or ``custom``); dict arguments as JSON."""
+    function = field(call, "function") or field(call, "custom")
+    arguments = field(function, "arguments")
+    if arguments is None:
+        arguments = field(function, "input")
+    call_id = field(call, "id")
+    return ToolCall(
+        call_id if isinstance(call_id, str) and call_id != _NO_ID else None,
+        text_of(field(function, "name")),
+        json_text(arguments),
+    )
+
+
+def tool_calls(calls: Any) -> list[ToolCall]:
+    """The tool calls of a list (anything else has none)."""
+    return [tool_call(call) for call in sequence_of(calls)]
+
+
+def chat_message(message: Any, role: str | None = None) -> Message:
+    """A chat message (request or response); ``role`` when the payload names none.
+
+    Text content is the message's ``content`` (its ``refusal`` when it has none); empty text
+    counts as none; list content becomes parts.
+    """
+    get = values_of(message).get
+    content = get("content")
+    if content is None or content == "":
+        content = get("refusal")
+    text = content if isinstance(content, str) and content else None
+    parts = content_parts(content) if isinstance(content, _SEQUENCES) else ()
+    calls = get("tool_calls")
+    found = tool_calls(calls) if isinstance(calls, _SEQUENCES) else ()
+    message_role = get("role")
+    # positional: binding six keywords costs more than the rest of this function
+    return Message(
+        message_role if isinstance(message_role, str) else role,
+        text,
+        parts,
+        found,
+        text_of(get("tool_call_id")),
+        text_of(get("name")),
+    )
+
+
+def chat_messages(messages: Any) -> list[Message]:
+    """The messages of a list (a one-shot iterable is not read)."""
+    return [chat_message(message) for message in sequence_of(messages)]
+
+
+class ToolCallDeltas:
+    """Tool calls assembled from streamed deltas: per call, the latest id and name given and the
+    argument fragments joined (dict arguments as JSON text)."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: dict[object, ToolCall] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, delta: Any, position: int = 0) -> None:
+        """One OpenAI-shaped tool-call delta (``index``, ``id``, ``function.name/arguments``);
+        ``position`` (its place in the chunk) stands in for a missing index."""
+        index = field(delta, "index")
+        function = field(delta, "function")
+        self.add_parts(
+            index if isinstance(index, int) else position,
+            field(delta, "id"),
+            field(function, "name"),
+            field(function, "arguments"),
+        )
+
+    def add_parts(self, key: object, call_id: Any, name: Any, arguments: Any) -> None:
+        """What one delta says about the call ``key`` (an index, or an id)."""
+        call = self._calls.get(key)
+        if call is None:
+            call = self._calls[key] = ToolCall()
+        if isinstance(call_id, str) and call_id and call_id != _NO_ID:
+            call.id = call_id
+        if isinstance(name, str) and name:
+            call.name = name
+        if arguments:
+            call.arguments = (call.arguments or "") + (json_text(arguments) or "")
+
+    def tool_calls(self) -> list[ToolCall]:
+        """The calls by index (calls keyed otherwise in the order they came)."""
+        return [
+            call
+            for _, call in sorted(
+                self._calls.items(), key=lambda item: item[0] if isinstance(item[0], int) else 0
+            )
+        ]
