@@ -23,19 +23,21 @@ from openinference.semconv.trace import (
 from convotel.attributes import (
     Document,
     Message,
+    Pair,
     ToolCall,
     document_attributes,
     input_value_attributes,
     invocation_parameter_attributes,
+    llm_input_value_attributes,
+    llm_output_value_attributes,
     message_attributes,
     model_attributes,
     output_value_attributes,
     tool_definition_attributes,
     usage_attributes,
 )
-from convotel.json_encoding import safe_json_dumps
-
-Pair = tuple[str, Any]
+from convotel.json_encoding import json_text, safe_json_dumps
+from convotel.payloads import field, text_of
 
 LLM = OpenInferenceSpanKindValues.LLM.value
 EMBEDDING = OpenInferenceSpanKindValues.EMBEDDING.value
@@ -89,7 +91,9 @@ def llm_request_attributes(instance: object, arguments: Mapping[str, Any]) -> It
         yield from tool_definition_attributes(tool_schema(tool) for tool in tools)
     messages = arguments.get("messages")
     if isinstance(messages, Sequence):
-        yield from message_attributes(SpanAttributes.LLM_INPUT_MESSAGES, map(as_message, messages))
+        found = [as_message(message) for message in messages]
+        yield from message_attributes(SpanAttributes.LLM_INPUT_MESSAGES, found)
+        yield from llm_input_value_attributes(found)
         return
     positional = arguments.get("args") or (None,)  # complete(prompt) behind LlamaIndex's wrapper
     prompt = arguments.get("prompt", positional[0])
@@ -108,9 +112,9 @@ def tool_schema(tool: object) -> object:
 
 def chat_response_attributes(response: ChatResponse) -> Iterator[Pair]:
     """Output message, output value and token usage of a (possibly last streamed) response."""
-    message = as_message(response.message)
-    yield from message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, [message])
-    yield from output_value_attributes(message.content)
+    messages = [as_message(response.message)]
+    yield from message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, messages)
+    yield from llm_output_value_attributes(messages)
     yield from usage_of(response)
     yield from response_model_of(response)
 
@@ -132,8 +136,8 @@ def as_message(message: ChatMessage) -> Message:
         tool_calls=[
             as_tool_call(call) for call in extra.get("tool_calls") or _tool_blocks(message)
         ],
-        tool_call_id=_text(extra.get("tool_call_id")),
-        name=_text(extra.get("name")),
+        tool_call_id=text_of(extra.get("tool_call_id")),
+        name=text_of(extra.get("name")),
     )
 
 
@@ -145,32 +149,15 @@ def as_tool_call(call: object) -> ToolCall:
     """A tool call from an OpenAI-style object or dict, or a LlamaIndex ``ToolCallBlock``."""
     if hasattr(call, "tool_name"):
         arguments: object = getattr(call, "tool_kwargs", None)
-        return ToolCall(getattr(call, "tool_call_id", None), call.tool_name, _json_text(arguments))
-    function = _field(call, "function")
+        return ToolCall(getattr(call, "tool_call_id", None), call.tool_name, json_text(arguments))
+    function = field(call, "function")
     return ToolCall(
-        id=_text(_field(call, "id")),
-        name=_text(_field(function, "name") or _field(call, "name")),
-        arguments=_json_text(
-            _field(function, "arguments") or _field(call, "args") or _field(call, "input")
+        id=text_of(field(call, "id")),
+        name=text_of(field(function, "name") or field(call, "name")),
+        arguments=json_text(
+            field(function, "arguments") or field(call, "args") or field(call, "input")
         ),
     )
-
-
-def _field(container: object, key: str) -> Any:
-    """``container[key]`` of a mapping or ``container.key`` of an object, else ``None``."""
-    if isinstance(container, Mapping):
-        return container.get(key)
-    return getattr(container, key, None)
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _json_text(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return safe_json_dumps(value)
 
 
 def _count(value: object) -> int | None:
@@ -181,29 +168,29 @@ def usage_of(response: ChatResponse | CompletionResponse) -> Iterator[Pair]:
     """Token counts from ``response.raw.usage`` (OpenAI or Anthropic style), else from the
     ``prompt_tokens``/``completion_tokens`` LlamaIndex integrations copy to
     ``additional_kwargs``."""
-    usage = _field(response.raw, "usage")
+    usage = field(response.raw, "usage")
     if usage is None and "prompt_tokens" in response.additional_kwargs:
         usage = response.additional_kwargs
     if usage is None:
         return
-    prompt = _count(_field(usage, "prompt_tokens"))
-    completion = _count(_field(usage, "completion_tokens"))
+    prompt = _count(field(usage, "prompt_tokens"))
+    completion = _count(field(usage, "completion_tokens"))
     yield from usage_attributes(
-        prompt=prompt if prompt is not None else _count(_field(usage, "input_tokens")),
+        prompt=prompt if prompt is not None else _count(field(usage, "input_tokens")),
         completion=(
-            completion if completion is not None else _count(_field(usage, "output_tokens"))
+            completion if completion is not None else _count(field(usage, "output_tokens"))
         ),
-        total=_count(_field(usage, "total_tokens")),
-        cache_read=_count(_field(_field(usage, "prompt_tokens_details"), "cached_tokens"))
-        or _count(_field(usage, "cache_read_input_tokens")),
-        cache_write=_count(_field(usage, "cache_creation_input_tokens")),
-        reasoning=_count(_field(_field(usage, "completion_tokens_details"), "reasoning_tokens")),
+        total=_count(field(usage, "total_tokens")),
+        cache_read=_count(field(field(usage, "prompt_tokens_details"), "cached_tokens"))
+        or _count(field(usage, "cache_read_input_tokens")),
+        cache_write=_count(field(usage, "cache_creation_input_tokens")),
+        reasoning=_count(field(field(usage, "completion_tokens_details"), "reasoning_tokens")),
     )
 
 
 def response_model_of(response: ChatResponse | CompletionResponse) -> Iterator[Pair]:
     """The answering model named by ``response.raw`` (``llm.model_name`` stays the requested)."""
-    model = _text(_field(response.raw, "model"))
+    model = text_of(field(response.raw, "model"))
     if model:
         yield SpanAttributes.LLM_RESPONSE_MODEL_NAME, model
 
@@ -299,6 +286,9 @@ def call_output_attributes(kind: str, result: object) -> Iterator[Pair]:
             yield from document_attributes(SpanAttributes.RETRIEVAL_DOCUMENTS, documents)
         else:
             yield from document_attributes(RerankerAttributes.RERANKER_OUTPUT_DOCUMENTS, documents)
+        return
+    if kind == LLM and isinstance(result, ChatResponse):  # the reply's text, else its tool calls
+        yield from llm_output_value_attributes([as_message(result.message)])
         return
     yield from output_value_attributes(_result_text(result))
 
