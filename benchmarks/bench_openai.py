@@ -1,6 +1,7 @@
 """Per-call overhead of convotel-openai, side by side with the other OpenAI instrumentors.
 
-Responses come from an in-process ``httpx2.MockTransport`` (no sockets). By default the SDK
+Responses come from an in-process ``httpx2.MockTransport`` (no sockets), their bodies from the
+wire-format kit ``convotel.demo.wire``. By default the SDK
 answers from responses parsed once through it: the resource methods (``Completions.create``, ...)
 and ``client.request()`` are replaced by stubs *before instrumenting*, so the SDK's own
 milliseconds of work do not drown the overhead. convotel, OpenLLMetry and the official
@@ -18,9 +19,7 @@ OpenTelemetry one), each in its own worker process (bench_harness.py). See bench
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,6 +37,8 @@ from bench_harness import (
     sync_batch,
 )
 
+from convotel.demo import wire
+
 MODEL = "gpt-4o-mini"
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant for a travel agency."},
@@ -54,61 +55,31 @@ EMBEDDING_DIMENSIONS = 1536
 # --- the in-process OpenAI server -----------------------------------------------------------------
 
 
+#: The completion carries a fingerprint, the chunks neither fingerprint nor service tier.
+COMPLETION = wire.Envelope(
+    "chatcmpl-bench", "gpt-4o-mini-2024-07-18", 1731000000, None, system_fingerprint="fp_bench"
+)
+CHUNK = wire.Envelope("chatcmpl-bench", "gpt-4o-mini-2024-07-18", 1731000000, None)
+
+
 def _chat_body() -> bytes:
-    usage = {
-        "prompt_tokens": 38,
-        "completion_tokens": 52,
-        "total_tokens": 90,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
-    }
-    message = {"role": "assistant", "content": ANSWER, "refusal": None, "annotations": []}
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-    completion = {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "created": 1731000000,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [choice],
-        "usage": usage,
-        "system_fingerprint": "fp_bench",
-    }
+    completion = wire.chat_completion(
+        COMPLETION, wire.assistant_message(ANSWER), wire.chat_usage(38, 52)
+    )
     return json.dumps(completion).encode()
 
 
 def _stream_body(chunks: int) -> bytes:
     words = (ANSWER.split(" ") * (chunks // 20 + 1))[: chunks - 2]
-    deltas = [{"role": "assistant", "content": ""}, *({"content": " " + w} for w in words), {}]
-    lines = []
-    for index, delta in enumerate(deltas):
-        choice = {
-            "index": 0,
-            "delta": delta,
-            "logprobs": None,
-            "finish_reason": "stop" if index == len(deltas) - 1 else None,
-        }
-        chunk = {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion.chunk",
-            "created": 1731000000,
-            "model": "gpt-4o-mini-2024-07-18",
-            "choices": [choice],
-        }
-        lines.append(f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n")
-    lines.append("data: [DONE]\n\n")
-    return "".join(lines).encode()
+    opening = {"role": "assistant", "content": ""}
+    return wire.sse_body(wire.text_stream(CHUNK, [" " + w for w in words], opening=opening))
 
 
 def _embeddings_body() -> bytes:
     vector = [((i * 37) % 100) / 100 for i in range(EMBEDDING_DIMENSIONS)]
-    encoded = base64.b64encode(struct.pack(f"<{EMBEDDING_DIMENSIONS}f", *vector)).decode()
-    data = [{"object": "embedding", "index": i, "embedding": encoded} for i in range(2)]
-    body = {
-        "object": "list",
-        "data": data,
-        "model": "text-embedding-3-small",
-        "usage": {"prompt_tokens": 8, "total_tokens": 8},
-    }
+    body = wire.embeddings_body(
+        [vector, vector], model="text-embedding-3-small", prompt_tokens=8, base64_encoded=True
+    )
     return json.dumps(body).encode()
 
 

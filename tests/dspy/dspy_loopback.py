@@ -4,7 +4,8 @@ DSPy 3.4's default engine talks HTTP over its own sockets, so vcrpy never sees i
 ``dspy.LM(..., api_base=server.base_url)`` at this server instead. By default it answers every
 chat request with DSPy's ChatAdapter field format, echoing the question
 (``"answer to <question>"``), which lets concurrent tests check that each span belongs to the
-session that asked. Scripted replies (``server.reply(...)``) are served first, in order.
+session that asked. Scripted replies (``server.reply(...)``) are served first, in order. Bodies
+come from the wire-format kit ``convotel.demo.wire``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from convotel.demo import wire
+
 PROMPT_TOKENS = 40
 COMPLETION_TOKENS = 9
 MODEL = "gpt-4o-mini-2024-07-18"
+ENVELOPE = wire.Envelope("chatcmpl-loopback", MODEL, created=1_700_000_000, service_tier=None)
+USAGE = wire.chat_usage(PROMPT_TOKENS, COMPLETION_TOKENS, details=False)
 _FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with|\Z)", re.S)
 
 
@@ -58,52 +63,14 @@ class Reply:
 
 def completion_body(content: str) -> dict[str, Any]:
     """A chat.completion object as the OpenAI API returns it."""
-    return {
-        "id": "chatcmpl-loopback",
-        "object": "chat.completion",
-        "created": 1_700_000_000,
-        "model": MODEL,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": PROMPT_TOKENS,
-            "completion_tokens": COMPLETION_TOKENS,
-            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
-        },
-    }
+    return wire.chat_completion(ENVELOPE, wire.assistant_message(content), USAGE)
 
 
 def stream_events(content: str) -> Iterator[bytes]:
     """The ``text/event-stream`` body of a streamed chat completion, usage chunk last."""
-    base = {"id": "chatcmpl-loopback", "object": "chat.completion.chunk", "created": 1_700_000_000}
     pieces = [content[i : i + 12] for i in range(0, len(content), 12)]
-    chunks: list[dict[str, Any]] = [
-        {**base, "model": MODEL, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
-    ]
-    chunks += [
-        {**base, "model": MODEL, "choices": [{"index": 0, "delta": {"content": piece}}]}
-        for piece in pieces
-    ]
-    chunks.append(
-        {**base, "model": MODEL, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-    )
-    chunks.append(
-        {
-            **base,
-            "model": MODEL,
-            "choices": [],
-            "usage": completion_body(content)["usage"],
-        }
-    )
-    for chunk in chunks:
-        yield f"data: {json.dumps(chunk)}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+    for event in wire.text_stream(ENVELOPE, pieces, usage=USAGE, opening={"role": "assistant"}):
+        yield wire.sse_frame(wire.encode_event(event)).encode()
 
 
 class _ThreadingServer(ThreadingHTTPServer):
@@ -155,9 +122,7 @@ class LoopbackServer:
                 if reply.raw_body is not None or reply.status != 200:
                     body = (
                         reply.raw_body
-                        or json.dumps(
-                            {"error": {"message": "loopback failure", "type": "server_error"}}
-                        ).encode()
+                        or json.dumps(wire.error_body("loopback failure", "server_error")).encode()
                     )
                     self._send(reply.status, "application/json", body)
                 elif request.get("stream"):

@@ -2,21 +2,25 @@
 
 Each `Recipe` names one cassette in `cassettes/openai/`: the SDK call a test makes and the HTTP
 responses the API sends back, written in the public API's exact wire format (JSON bodies, and
-`text/event-stream` bodies made of `data: {...}` lines). `generate_openai_cassettes.py` turns the
-recipes into vcrpy cassettes; `test_openai_cassettes_replay.py` proves the real SDK parses each one.
+`text/event-stream` bodies made of `data: {...}` lines), built with the wire-format kit
+`convotel.demo.wire` that the demo's loopback server and the benchmarks share.
+`generate_openai_cassettes.py` turns the recipes into vcrpy cassettes;
+`test_openai_cassettes_replay.py` proves the real SDK parses each one.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 from pydantic import BaseModel
+
+from convotel.demo import wire
+from convotel.demo.wire import Envelope, Event, chat_usage, error_body
 
 AZURE_ENDPOINT = "https://convotel-test.openai.azure.com"
 AZURE_API_VERSION = "2024-10-21"
@@ -28,6 +32,8 @@ CREATED = 1731000000
 CHAT_MODEL = "gpt-4o-mini"
 CHAT_MODEL_SNAPSHOT = "gpt-4o-mini-2024-07-18"
 FINGERPRINT = "fp_0ba0d124f1"
+#: The id, model and time of every streamed chat completion in the cassettes.
+STREAM_ENVELOPE = Envelope("chatcmpl-AQ2", CHAT_MODEL_SNAPSHOT, CREATED, "default", FINGERPRINT)
 
 
 @dataclass(frozen=True)
@@ -54,46 +60,17 @@ def json_response(
     return WireResponse(status, text.encode(), all_headers)
 
 
-def sse_response(events: Iterable[Mapping[str, Any] | str], *, named: bool = False) -> WireResponse:
+def sse_response(events: Iterable[Event], *, named: bool = False) -> WireResponse:
     """A `text/event-stream` body: one `data:` line per event (with `event:` lines if `named`).
 
     Chat and legacy completions end with `data: [DONE]`; the Responses API names its events and
     has no terminator. A `str` event is sent verbatim after `data: `.
     """
-    lines: list[str] = []
-    for event in events:
-        data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
-        if named and not isinstance(event, str):
-            lines.append(f"event: {event['type']}\n")
-        lines.append(f"data: {data}\n\n")
     headers = {"content-type": "text/event-stream; charset=utf-8", "x-request-id": "req_stream"}
-    return WireResponse(200, "".join(lines).encode(), headers)
-
-
-def error_body(
-    message: str, type_: str, code: str | None = None, param: str | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return WireResponse(200, wire.sse_body(events, named=named), headers)
 
 
 # --- chat completions ------------------------------------------------------------------------
-
-
-def chat_usage(
-    prompt: int, completion: int, *, cached: int = 0, reasoning: int = 0
-) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": reasoning,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    }
 
 
 def chat_completion(
@@ -104,63 +81,22 @@ def chat_completion(
     model: str = CHAT_MODEL_SNAPSHOT,
     completion_id: str = "chatcmpl-AQ1",
 ) -> dict[str, Any]:
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "refusal": None, "annotations": [], **message},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": dict(usage),
-        "service_tier": "default",
-        "system_fingerprint": FINGERPRINT,
-    }
+    envelope = Envelope(completion_id, model, CREATED, "default", FINGERPRINT)
+    full_message = {"role": "assistant", "refusal": None, "annotations": [], **message}
+    return wire.chat_completion(envelope, full_message, usage, finish_reason=finish_reason)
 
 
-def chat_chunk(
-    delta: Mapping[str, Any] | None,
-    *,
-    finish_reason: str | None = None,
-    with_usage_field: bool = False,
-    usage: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One `chat.completion.chunk`; `delta=None` gives the usage-only chunk (no choices)."""
-    chunk: dict[str, Any] = {
-        "id": "chatcmpl-AQ2",
-        "object": "chat.completion.chunk",
-        "created": CREATED,
-        "model": CHAT_MODEL_SNAPSHOT,
-        "service_tier": "default",
-        "system_fingerprint": FINGERPRINT,
-        "choices": []
-        if delta is None
-        else [{"index": 0, "delta": dict(delta), "logprobs": None, "finish_reason": finish_reason}],
-    }
-    if with_usage_field or usage is not None:
-        chunk["usage"] = None if usage is None else dict(usage)
-    return chunk
+def chat_chunk(delta: Mapping[str, Any], *, finish_reason: str | None = None) -> dict[str, Any]:
+    """One `chat.completion.chunk` of the cassettes' streamed completion."""
+    return wire.chat_chunk(STREAM_ENVELOPE, delta, finish_reason=finish_reason)
 
 
 def text_stream_chunks(
     pieces: Iterable[str], *, include_usage: bool, usage: Mapping[str, Any] | None = None
-) -> list[dict[str, Any] | str]:
-    events: list[dict[str, Any] | str] = [
-        chat_chunk(
-            {"role": "assistant", "content": "", "refusal": None}, with_usage_field=include_usage
-        )
-    ]
-    events += [chat_chunk({"content": p}, with_usage_field=include_usage) for p in pieces]
-    events.append(chat_chunk({}, finish_reason="stop", with_usage_field=include_usage))
-    if include_usage:
-        events.append(chat_chunk(None, usage=usage or chat_usage(19, 3, cached=0)))
-    events.append("[DONE]")
-    return events
+) -> list[Event]:
+    """A streamed text answer; with ``include_usage``, billed ``usage`` (else 19 + 3 tokens)."""
+    asked = (usage or chat_usage(19, 3, cached=0)) if include_usage else None
+    return wire.text_stream(STREAM_ENVELOPE, pieces, usage=asked)
 
 
 #: What convotel adds to a streamed request by default (and what an application may pass itself).
@@ -168,24 +104,8 @@ INCLUDE_USAGE: dict[str, Any] = {"stream_options": {"include_usage": True}}
 STREAM_USAGE = chat_usage(19, 3)
 
 
-def asking_for_usage(
-    events: Iterable[Mapping[str, Any] | str], usage: Mapping[str, Any] | None
-) -> list[dict[str, Any] | str]:
-    """The same stream sent to a request with ``stream_options.include_usage``: every chunk has
-    ``"usage": null`` and, if the stream completes (``[DONE]``), a usage-only chunk comes last."""
-    sent: list[dict[str, Any] | str] = []
-    last_chunk: Mapping[str, Any] = {}
-    for event in events:
-        if isinstance(event, str):
-            if event == "[DONE]" and usage is not None:
-                sent.append({**last_chunk, "choices": [], "usage": dict(usage)})
-            sent.append(event)
-        elif "choices" in event:
-            last_chunk = event
-            sent.append({**event, "usage": None})
-        else:
-            sent.append(dict(event))  # an error event
-    return sent
+#: The same stream sent to a request with ``stream_options.include_usage``.
+asking_for_usage = wire.with_null_usage
 
 
 WEATHER_TOOL: dict[str, Any] = {
@@ -440,22 +360,12 @@ EMBEDDING_VECTORS = [[0.125, -0.5, 0.25], [0.75, 0.0, -0.125]]
 
 
 def embeddings_body(*, base64_encoded: bool) -> dict[str, Any]:
-    def encode(vector: list[float]) -> str | list[float]:
-        return (
-            base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-            if base64_encoded
-            else vector
-        )
-
-    return {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": i, "embedding": encode(v)}
-            for i, v in enumerate(EMBEDDING_VECTORS)
-        ],
-        "model": "text-embedding-3-small",
-        "usage": {"prompt_tokens": 6, "total_tokens": 6},
-    }
+    return wire.embeddings_body(
+        EMBEDDING_VECTORS,
+        model="text-embedding-3-small",
+        prompt_tokens=6,
+        base64_encoded=base64_encoded,
+    )
 
 
 def legacy_completion(text: str, finish_reason: str = "length") -> dict[str, Any]:
@@ -664,37 +574,15 @@ def both_ways(
 PER_TASK_STREAMS = 8
 CHAT_TEXT = "The capital of France is Paris."
 STREAM_PIECES = ["Hello", " there", "!"]
-TOOL_STREAM_EVENTS: list[dict[str, Any] | str] = [
+TOOL_STREAM_EVENTS: list[Event] = [
     chat_chunk({"role": "assistant", "content": None, "refusal": None}),
-    chat_chunk(
-        {
-            "tool_calls": [
-                {
-                    "index": 0,
-                    "id": "call_paris",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": ""},
-                }
-            ]
-        }
-    ),
-    chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]}),
-    chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ty":"Paris"}'}}]}),
-    chat_chunk(
-        {
-            "tool_calls": [
-                {
-                    "index": 1,
-                    "id": "call_tokyo",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": ""},
-                }
-            ]
-        }
-    ),
-    chat_chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"city":"Tokyo"}'}}]}),
+    chat_chunk({"tool_calls": [wire.tool_call_head(0, "call_paris", "get_weather")]}),
+    chat_chunk({"tool_calls": [wire.tool_call_fragment(0, '{"ci')]}),
+    chat_chunk({"tool_calls": [wire.tool_call_fragment(0, 'ty":"Paris"}')]}),
+    chat_chunk({"tool_calls": [wire.tool_call_head(1, "call_tokyo", "get_weather")]}),
+    chat_chunk({"tool_calls": [wire.tool_call_fragment(1, '{"city":"Tokyo"}')]}),
     chat_chunk({}, finish_reason="tool_calls"),
-    "[DONE]",
+    wire.DONE,
 ]
 AZURE_FILTER = {
     "hate": {"filtered": False, "severity": "safe"},

@@ -7,9 +7,11 @@
 Routes: ``POST /v1/chat/completions`` (JSON, or server-sent events with ``"stream": true``),
 ``POST /v1/embeddings`` and ``GET /v1/models``. OpenAI's formats are served under ``/v1`` (and
 ``/openai/v1``), Mistral's under ``/mistral/v1``; a Mistral SDK pointed at the bare server URL is
-recognised by its User-Agent. Replies come from :mod:`convotel.demo.fake_replies` (deterministic
-per conversation, token counts from its documented tokenizer). An unknown model gets the
-provider's own error (OpenAI: 404 ``model_not_found``; Mistral: 400 ``invalid_model``).
+recognised by its User-Agent. OpenAI's bodies come from :mod:`convotel.demo.wire` (the kit the
+tests and benchmarks share), Mistral's are built here. Replies come from
+:mod:`convotel.demo.fake_replies` (deterministic per conversation, token counts from its
+documented tokenizer). An unknown model gets the provider's own error (OpenAI: 404
+``model_not_found``; Mistral: 400 ``invalid_model``).
 
 Fault injection: a request carrying the header ``x-convotel-fault: FAULT[*N][;retry-after-ms=MS]``
 gets that fault the first N times (default 1) the same header and request body arrive, then a
@@ -35,7 +37,6 @@ Only successful (200) answers are damaged; ``retry-after-ms`` applies to ``STATU
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import socket
@@ -50,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, NoReturn
 
+from convotel.demo import wire
 from convotel.demo.fake_replies import (
     ReplyPlan,
     count_tokens,
@@ -360,14 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, flavour: Flavour, error: _HTTPError, headers: Mapping[str, str] = {}
     ) -> None:
         if flavour == "openai":
-            payload: dict[str, Any] = {
-                "error": {
-                    "message": str(error),
-                    "type": error.error_type,
-                    "param": None,
-                    "code": error.code,
-                }
-            }
+            payload = wire.error_body(str(error), error.error_type, error.code)
         else:
             payload = {
                 "object": "error",
@@ -577,104 +572,40 @@ class _OpenAIFormat:
 
     def __init__(self, body: Mapping[str, Any], plan: ReplyPlan, completion_id: str) -> None:
         self.plan = plan
-        self.id = f"chatcmpl-{completion_id[:29]}"
-        self.created = int(time.time())
         requested = str(body["model"])
-        self.model = _OPENAI_SNAPSHOTS.get(requested, requested)
-        self.fingerprint = f"fp_{completion_id[-10:]}"
+        self.envelope = wire.Envelope(
+            id=f"chatcmpl-{completion_id[:29]}",
+            model=_OPENAI_SNAPSHOTS.get(requested, requested),
+            created=int(time.time()),
+            system_fingerprint=f"fp_{completion_id[-10:]}",
+        )
         options = body.get("stream_options")
         self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.tool_calls = [
+            wire.ToolCall(call.call_id, call.name, call.arguments_json) for call in plan.tool_calls
+        ]
 
     def _usage(self) -> dict[str, Any]:
-        plan = self.plan
-        return {
-            "prompt_tokens": plan.prompt_tokens,
-            "completion_tokens": plan.completion_tokens,
-            "total_tokens": plan.prompt_tokens + plan.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": 0,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
-        }
-
-    def _envelope(self, obj: str) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": obj,
-            "created": self.created,
-            "model": self.model,
-            "service_tier": "default",
-            "system_fingerprint": self.fingerprint,
-        }
+        return wire.chat_usage(self.plan.prompt_tokens, self.plan.completion_tokens)
 
     def completion(self) -> dict[str, Any]:
         plan = self.plan
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": plan.text if not plan.tool_calls else None,
-            "refusal": None,
-            "annotations": [],
-        }
-        if plan.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": call.call_id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments_json},
-                }
-                for call in plan.tool_calls
-            ]
-        choice = {
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": plan.finish_reason,
-        }
-        return {**self._envelope("chat.completion"), "choices": [choice], "usage": self._usage()}
-
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
-        chunk = {
-            **self._envelope("chat.completion.chunk"),
-            "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            ],
-        }
-        if self.include_usage:
-            chunk["usage"] = None
-        return json.dumps(chunk)
+        message = wire.assistant_message(None if self.tool_calls else plan.text, self.tool_calls)
+        return wire.chat_completion(
+            self.envelope, message, self._usage(), finish_reason=plan.finish_reason
+        )
 
     def events(self) -> Iterator[str]:
-        plan = self.plan
-        if plan.tool_calls:
-            yield self._chunk({"role": "assistant", "content": None, "refusal": None})
-            for index, call in enumerate(plan.tool_calls):
-                head = {
-                    "index": index,
-                    "id": call.call_id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": ""},
-                }
-                yield self._chunk({"tool_calls": [head]})
-                arguments = call.arguments_json
-                for start in range(0, len(arguments), 8):
-                    fragment = {
-                        "index": index,
-                        "function": {"arguments": arguments[start : start + 8]},
-                    }
-                    yield self._chunk({"tool_calls": [fragment]})
+        usage = self._usage() if self.include_usage else None
+        if self.tool_calls:
+            events = wire.tool_call_stream(self.envelope, self.tool_calls, usage=usage)
         else:
-            yield self._chunk({"role": "assistant", "content": "", "refusal": None})
-            for piece in plan.pieces:
-                yield self._chunk({"content": piece})
-        yield self._chunk({}, plan.finish_reason)
-        if self.include_usage:
-            yield json.dumps(
-                {**self._envelope("chat.completion.chunk"), "choices": [], "usage": self._usage()}
+            plan = self.plan
+            events = wire.text_stream(
+                self.envelope, plan.pieces, usage=usage, finish_reason=plan.finish_reason
             )
-        yield "[DONE]"
+        # Spaced JSON: the malformed-json fault drops the first ", " of an event.
+        return (wire.encode_event(event, compact=False) for event in events)
 
 
 class _MistralFormat:
@@ -786,19 +717,16 @@ def _embeddings_payload(flavour: Flavour, body: Mapping[str, Any]) -> dict[str, 
         else (_DEFAULT_DIMENSIONS.get(model, _FALLBACK_DIMENSIONS))
     )
     tokens = _input_tokens(body, texts)
-    as_base64 = flavour == "openai" and body.get("encoding_format") == "base64"
-    data = []
-    for index, text in enumerate(texts):
-        vector = embedding_vector(text, dimensions)
-        encoded: object = (
-            base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-            if as_base64
-            else vector
-        )
-        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    vectors = [embedding_vector(text, dimensions) for text in texts]
     if flavour == "openai":
-        usage: dict[str, int] = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return {"object": "list", "data": data, "model": model, "usage": usage}
+        as_base64 = body.get("encoding_format") == "base64"
+        return wire.embeddings_body(
+            vectors, model=model, prompt_tokens=tokens, base64_encoded=as_base64
+        )
+    data = [
+        {"object": "embedding", "index": index, "embedding": vector}
+        for index, vector in enumerate(vectors)
+    ]
     usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}
     seed = request_seed(model, texts)
     return {
