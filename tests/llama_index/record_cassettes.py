@@ -2,9 +2,9 @@
 
 No network is used: ``llama-index-llms-openai`` / ``llama-index-embeddings-openai`` talk to an
 ``httpx.MockTransport`` that answers with the responses below (JSON bodies as in the OpenAI API
-reference, streams as ``text/event-stream`` ``data:`` lines ending in ``data: [DONE]``), and vcrpy
-records the exact requests the SDK sends. The tests replay these files with ``record_mode="none"``
-through the SDK's default transport.
+reference, streams as ``text/event-stream`` ``data:`` lines ending in ``data: [DONE]``; built with
+the wire-format kit ``convotel.demo.wire``), and vcrpy records the exact requests the SDK sends.
+The tests replay these files with ``record_mode="none"`` through the SDK's default transport.
 
 Run: ``python tests/llama_index/record_cassettes.py`` (needs llama-index-llms-openai,
 llama-index-embeddings-openai and vcrpy).
@@ -13,9 +13,7 @@ llama-index-embeddings-openai and vcrpy).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from llama_index.core.llms import ChatMessage
 from llama_index.core.tools import FunctionTool
 from llama_index.embeddings.openai import OpenAIEmbedding  # type: ignore[import-untyped]
 from llama_index.llms.openai import OpenAI
+
+from convotel.demo import wire
 
 CASSETTES = Path(__file__).resolve().parents[2] / "cassettes" / "llama_index"
 
@@ -54,79 +54,26 @@ FINGERPRINT = "fp_0ba0d124f1"
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    }
+usage = wire.chat_usage
+
+
+def envelope(completion_id: str) -> wire.Envelope:
+    return wire.Envelope(
+        completion_id, "gpt-4o-mini-2024-07-18", CREATED, None, system_fingerprint=FINGERPRINT
+    )
 
 
 def chat_completion(completion_id: str, content: str, tokens: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": tokens,
-        "system_fingerprint": FINGERPRINT,
-    }
+    message = {"role": "assistant", "content": content, "refusal": None}
+    return wire.chat_completion(envelope(completion_id), message, tokens)
 
 
-def chunk(completion_id: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": CREATED,
-        "model": "gpt-4o-mini-2024-07-18",
-        "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        "usage": None,
-    }
+def text_stream(completion_id: str, pieces: list[str], tokens: dict[str, Any]) -> list[wire.Event]:
+    """A streamed answer asked for usage, ending with ``[DONE]``."""
+    return wire.text_stream(envelope(completion_id), pieces, usage=tokens)
 
 
-def usage_chunk(completion_id: str, tokens: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": CREATED,
-        "model": "gpt-4o-mini-2024-07-18",
-        "system_fingerprint": FINGERPRINT,
-        "choices": [],
-        "usage": tokens,
-    }
-
-
-def text_stream(completion_id: str, pieces: list[str], tokens: dict[str, Any]) -> list[Any]:
-    events: list[Any] = [
-        chunk(completion_id, {"role": "assistant", "content": "", "refusal": None})
-    ]
-    events += [chunk(completion_id, {"content": piece}) for piece in pieces]
-    events.append(chunk(completion_id, {}, "stop"))
-    events.append(usage_chunk(completion_id, tokens))
-    return events
-
-
-def sse(events: list[Any], done: bool = True) -> bytes:
-    lines = [f"data: {json.dumps(event, separators=(',', ':'))}\n\n" for event in events]
-    if done:
-        lines.append("data: [DONE]\n\n")
-    return "".join(lines).encode()
+sse = wire.sse_body
 
 
 def json_response(status: int, body: Any, request_id: str) -> httpx.Response:
@@ -159,25 +106,14 @@ def fake_vector(text: str) -> list[float]:
 def embeddings_response(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-    data = []
-    for index, text in enumerate(inputs):
-        vector = fake_vector(text)
-        if body.get("encoding_format") == "base64":
-            encoded: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        else:
-            encoded = vector
-        data.append({"object": "embedding", "index": index, "embedding": encoded})
     tokens = sum(len(text.split()) for text in inputs)
-    return json_response(
-        200,
-        {
-            "object": "list",
-            "data": data,
-            "model": EMBED_MODEL,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        },
-        f"req_embed_{len(inputs)}",
+    payload = wire.embeddings_body(
+        [fake_vector(text) for text in inputs],
+        model=EMBED_MODEL,
+        prompt_tokens=tokens,
+        base64_encoded=body.get("encoding_format") == "base64",
     )
+    return json_response(200, payload, f"req_embed_{len(inputs)}")
 
 
 def answer_with(*responses: Handler) -> Handler:
@@ -277,32 +213,21 @@ async def run_agent(llm: OpenAI, _: OpenAIEmbedding) -> None:
 
 
 def tool_call_stream() -> bytes:
-    call_id = "chatcmpl-agent-1"
+    agent = envelope("chatcmpl-agent-1")
+    opening = {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "tool_calls": [wire.tool_call_head(0, "call_weather_1", "get_weather")],
+    }
     arguments = ['{"ci', 'ty": "Pa', 'ris"}']
-    events: list[Any] = [
-        chunk(
-            call_id,
-            {
-                "role": "assistant",
-                "content": None,
-                "refusal": None,
-                "tool_calls": [
-                    {
-                        "index": 0,
-                        "id": "call_weather_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": ""},
-                    }
-                ],
-            },
-        )
-    ]
+    events: list[wire.Event] = [wire.chat_chunk(agent, opening, null_usage=True)]
     events += [
-        chunk(call_id, {"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
+        wire.chat_chunk(agent, {"tool_calls": [wire.tool_call_fragment(0, part)]}, null_usage=True)
         for part in arguments
     ]
-    events.append(chunk(call_id, {}, "tool_calls"))
-    events.append(usage_chunk(call_id, usage(84, 15)))
+    events.append(wire.chat_chunk(agent, {}, finish_reason="tool_calls", null_usage=True))
+    events += [wire.usage_chunk(agent, usage(84, 15)), wire.DONE]
     return sse(events)
 
 
@@ -316,21 +241,19 @@ def main() -> None:
     record(
         "stream_chat", answer_with(lambda _: stream_response(streamed, "req_stream_1")), stream_ask
     )
-    error = {
-        "error": {
-            "message": "This model's maximum context length is 128000 tokens.",
-            "type": "invalid_request_error",
-            "param": "messages",
-            "code": "context_length_exceeded",
-        }
-    }
+    error = wire.error_body(
+        "This model's maximum context length is 128000 tokens.",
+        "invalid_request_error",
+        "context_length_exceeded",
+        "messages",
+    )
     record(
         "chat_http_error",
         answer_with(lambda _: json_response(400, error, "req_err_1")),
         ask,
         fails=True,
     )
-    cut = sse(text_stream("chatcmpl-cut-1", ["The capital"], usage(14, 2))[:2], done=False)
+    cut = sse(text_stream("chatcmpl-cut-1", ["The capital"], usage(14, 2))[:2])
     malformed = (
         cut + b'data: {"id": "chatcmpl-cut-1", "choices": [{"index": 0, "delta": {"content": \n\n'
     )
