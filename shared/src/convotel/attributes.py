@@ -36,6 +36,7 @@ __all__ = [
     "ToolCall",
     "document_attributes",
     "embedding_attributes",
+    "embedding_input_value_attributes",
     "input_value_attributes",
     "invocation_parameter_attributes",
     "is_unset",
@@ -152,6 +153,13 @@ def output_value_attributes(value: Any) -> Iterator[Pair]:
     return _value_attributes(SpanAttributes.OUTPUT_VALUE, SpanAttributes.OUTPUT_MIME_TYPE, value)
 
 
+def embedding_input_value_attributes(inputs: Any) -> Iterator[Pair]:
+    """``input.value`` of an EMBEDDING span: the text embedded, or the inputs as a JSON array."""
+    if isinstance(inputs, str):
+        return input_value_attributes(inputs)
+    return input_value_attributes(list(inputs) if isinstance(inputs, (list, tuple)) else None)
+
+
 def message_text(message: Message) -> str | None:
     """A message's text: its content, else its text parts joined by newlines (as the turn's)."""
     if message.content:
@@ -163,6 +171,10 @@ def message_text(message: Message) -> str | None:
 def llm_input_text(messages: Sequence[Message]) -> str | None:
     """An LLM span's ``input.value``: the newest user message's text; when that message has no
     text (or there is no user message), the newest text any message has (a tool result...)."""
+    if messages:
+        last = messages[-1]
+        if last.role == "user" and last.content:  # the common case, without the loops
+            return last.content
     for message in reversed(messages):
         if message.role == "user":
             text = message_text(message)
@@ -178,22 +190,25 @@ def llm_input_text(messages: Sequence[Message]) -> str | None:
 
 def llm_input_value_attributes(messages: Sequence[Message]) -> Iterator[Pair]:
     """``input.value`` of an LLM span from its input messages (see :func:`llm_input_text`)."""
-    return input_value_attributes(llm_input_text(messages))
+    text = llm_input_text(messages)
+    if text is not None:
+        yield SpanAttributes.INPUT_VALUE, text
+        yield SpanAttributes.INPUT_MIME_TYPE, _TEXT
 
 
 def llm_output_value_attributes(messages: Sequence[Message]) -> Iterator[Pair]:
     """``output.value`` of an LLM span: the reply's text (the first output message's), else
     its tool calls as JSON; nothing without output messages."""
     if not messages:
-        return iter(())
+        return
     first = messages[0]
-    text = message_text(first)
+    text = first.content or message_text(first)
     if text is not None:
-        return output_value_attributes(text)
-    if first.tool_calls:
+        yield SpanAttributes.OUTPUT_VALUE, text
+        yield SpanAttributes.OUTPUT_MIME_TYPE, _TEXT
+    elif first.tool_calls:
         calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in first.tool_calls]
-        return output_value_attributes(calls)
-    return iter(())
+        yield from output_value_attributes(calls)
 
 
 def model_attributes(

@@ -120,21 +120,25 @@ def chat_message(message: Any, role: str | None = None) -> Message:
     """
     get = values_of(message).get
     content = get("content")
-    if content is None or content == "":
-        content = get("refusal")
-    text = content if isinstance(content, str) and content else None
-    parts = content_parts(content) if isinstance(content, _SEQUENCES) else ()
+    parts: Sequence[ContentPart] = ()
+    if isinstance(content, str) and content:
+        text: str | None = content
+    elif isinstance(content, _SEQUENCES):
+        text, parts = None, content_parts(content)
+    else:
+        refusal = get("refusal")
+        text = refusal if isinstance(refusal, str) and refusal else None
     calls = get("tool_calls")
-    found = tool_calls(calls) if isinstance(calls, _SEQUENCES) else ()
-    message_role = get("role")
-    # positional: binding six keywords costs more than the rest of this function
+    found = tool_calls(calls) if calls else ()
+    message_role, call_id, name = get("role"), get("tool_call_id"), get("name")
+    # positional, conditionals inline: this runs for every message of every call
     return Message(
         message_role if isinstance(message_role, str) else role,
         text,
         parts,
         found,
-        text_of(get("tool_call_id")),
-        text_of(get("name")),
+        call_id if call_id is None or isinstance(call_id, str) else None,
+        name if name is None or isinstance(name, str) else None,
     )
 
 

@@ -14,6 +14,7 @@ from convotel.attributes import (
     Pair,
     document_attributes,
     embedding_attributes,
+    embedding_input_value_attributes,
     input_value_attributes,
     invocation_parameter_attributes,
     llm_input_value_attributes,
@@ -224,6 +225,7 @@ def embedder_request_attributes(embedder: Any, arguments: Mapping[str, Any]) -> 
         model=model if isinstance(model, str) else getattr(model, "__name__", None),
         texts=texts if isinstance(texts, list) else None,
     )
+    yield from embedding_input_value_attributes(inputs)
     if isinstance(model, str):
         provider, _ = split_model(model)
         yield SpanAttributes.LLM_PROVIDER, provider

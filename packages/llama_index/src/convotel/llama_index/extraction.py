@@ -26,6 +26,7 @@ from convotel.attributes import (
     Pair,
     ToolCall,
     document_attributes,
+    embedding_input_value_attributes,
     input_value_attributes,
     invocation_parameter_attributes,
     llm_input_value_attributes,
@@ -256,6 +257,10 @@ def call_input_attributes(
         return
     if kind == RERANKER:
         yield from rerank_request_attributes(instance, arguments)
+        return
+    if kind == EMBEDDING:  # get_query_embedding(query), get_text_embedding(s)(text/texts)
+        inputs = arguments.get("texts") or arguments.get("text") or arguments.get("query")
+        yield from embedding_input_value_attributes(inputs)
         return
     start_event = arguments.get("start_event")
     if start_event is not None:  # a workflow run: the agent's user message, if any

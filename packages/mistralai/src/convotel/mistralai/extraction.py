@@ -26,6 +26,7 @@ from convotel.attributes import (
     Pair,
     ToolCall,
     embedding_attributes,
+    embedding_input_value_attributes,
     input_value_attributes,
     invocation_parameter_attributes,
     is_unset,
@@ -134,7 +135,7 @@ def embedding_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     yield from embedding_attributes(model=field(kwargs, "model"), texts=texts)
     for _, parameters in invocation_parameter_attributes(_parameters(arguments)):
         yield SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS, parameters
-    yield from input_value_attributes(inputs if isinstance(inputs, str) else texts or None)
+    yield from embedding_input_value_attributes(inputs)
 
 
 def conversation_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:

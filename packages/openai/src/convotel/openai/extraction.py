@@ -26,6 +26,7 @@ from convotel.attributes import (
     Pair,
     ToolCall,
     embedding_attributes,
+    embedding_input_value_attributes,
     input_value_attributes,
     invocation_parameter_attributes,
     llm_input_value_attributes,
@@ -153,10 +154,7 @@ def embedding_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     texts = [texts] if isinstance(texts, str) else sequence_of(texts)
     if all(isinstance(text, str) for text in texts):  # token arrays have no text to record
         yield from embedding_attributes(texts=texts)
-    request_input = kwargs.get("input")
-    yield from input_value_attributes(
-        request_input if isinstance(request_input, str) else list(texts) or None
-    )
+    yield from embedding_input_value_attributes(kwargs.get("input"))
 
 
 # --- responses --------------------------------------------------------------------------------
