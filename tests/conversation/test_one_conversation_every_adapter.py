@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from mistral_cassettes import cassette, replay
 from mistralai.client import Mistral
 from openai_cassettes import replay as openai_replay
 from opentelemetry import trace as trace_api
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -94,56 +96,54 @@ def _llama_index_messages() -> list[ChatMessage]:
     return [ChatMessage(role=m["role"], content=m["content"]) for m in MESSAGES]
 
 
-def converse_openai(provider: TracerProvider) -> None:
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
+@contextmanager
+def instrumented(provider: TracerProvider, *instrumentors: BaseInstrumentor) -> Iterator[None]:
+    """The instrumentors on ``provider`` for the block, undone afterwards."""
+    for instrumentor in instrumentors:
+        instrumentor.instrument(tracer_provider=provider)
     try:
-        with openai_replay("chat_basic", match_body=False):
-            client = openai.OpenAI(api_key=API_KEY, max_retries=0)
-            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        yield
     finally:
-        instrumentor.uninstrument()
+        for instrumentor in instrumentors:
+            instrumentor.uninstrument()
+
+
+def converse_openai(provider: TracerProvider) -> None:
+    with (
+        instrumented(provider, OpenAIInstrumentor()),
+        openai_replay("chat_basic", match_body=False),
+    ):
+        client = openai.OpenAI(api_key=API_KEY, max_retries=0)
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
 
 def converse_mistral(provider: TracerProvider) -> None:
-    instrumentor = MistralAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        with replay.use_cassette(cassette("chat_geography")):
-            Mistral(api_key=API_KEY).chat.complete(model="mistral-small-latest", messages=MESSAGES)
-    finally:
-        instrumentor.uninstrument()
+    with (
+        instrumented(provider, MistralAIInstrumentor()),
+        replay.use_cassette(cassette("chat_geography")),
+    ):
+        Mistral(api_key=API_KEY).chat.complete(model="mistral-small-latest", messages=MESSAGES)
 
 
 def converse_llama_index(provider: TracerProvider) -> None:
-    instrumentor = LlamaIndexInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
+    with instrumented(provider, LlamaIndexInstrumentor()):
         RecordedReplyLLM().chat(_llama_index_messages())
-    finally:
-        instrumentor.uninstrument()
 
 
 def converse_llama_index_over_openai(provider: TracerProvider) -> None:
     from llama_index.llms.openai import OpenAI
 
-    instrumentors = [LlamaIndexInstrumentor(), OpenAIInstrumentor()]
-    for instrumentor in instrumentors:
-        instrumentor.instrument(tracer_provider=provider)
     replayer = vcr.VCR(
         cassette_library_dir=str(LLAMA_INDEX_CASSETTES),
         record_mode="none",
         match_on=["method", "scheme", "host", "path"],
         decode_compressed_response=True,
     )
-    try:
-        with replayer.use_cassette("chat.yaml", allow_playback_repeats=False):
-            OpenAI(model="gpt-4o-mini", api_key=API_KEY, max_retries=0).chat(
-                _llama_index_messages()
-            )
-    finally:
-        for instrumentor in instrumentors:
-            instrumentor.uninstrument()
+    with (
+        instrumented(provider, LlamaIndexInstrumentor(), OpenAIInstrumentor()),
+        replayer.use_cassette("chat.yaml", allow_playback_repeats=False),
+    ):
+        OpenAI(model="gpt-4o-mini", api_key=API_KEY, max_retries=0).chat(_llama_index_messages())
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +167,8 @@ def _dspy_lm(server: LoopbackServer) -> dspy.LM:
 def dspy_converse(loopback: LoopbackServer) -> Iterator[Converse]:
     def converse(provider: TracerProvider) -> None:
         loopback.reply(REPLY)
-        instrumentor = DSPyInstrumentor()
-        instrumentor.instrument(tracer_provider=provider)
-        try:
+        with instrumented(provider, DSPyInstrumentor()):
             assert _dspy_lm(loopback)(messages=MESSAGES) == [REPLY]
-        finally:
-            instrumentor.uninstrument()
 
     loopback.reset()
     yield converse
@@ -242,13 +238,8 @@ def test_a_dspy_program_shows_the_same_turn_though_its_model_call_carries_the_re
     loopback.reply(adapter_reply(answer=REPLY))
 
     def converse(provider: TracerProvider) -> None:
-        instrumentor = DSPyInstrumentor()
-        instrumentor.instrument(tracer_provider=provider)
-        try:
-            with dspy.context(lm=_dspy_lm(loopback)):
-                assert dspy.Predict(Geography)(question=QUESTION, history=history).answer == REPLY
-        finally:
-            instrumentor.uninstrument()
+        with instrumented(provider, DSPyInstrumentor()), dspy.context(lm=_dspy_lm(loopback)):
+            assert dspy.Predict(Geography)(question=QUESTION, history=history).answer == REPLY
 
     _converse(converse, tracer_provider, tracer, "one-conversation-dspy-program")
 
