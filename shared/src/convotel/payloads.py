@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from convotel.attributes import ContentPart, Message, ToolCall, is_unset
+from convotel.attributes import SECRET_PARAMETERS, ContentPart, Message, ToolCall, is_unset
 from convotel.json_encoding import json_text
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "text_of",
     "tool_call",
     "tool_calls",
+    "user_arguments",
     "values_of",
 ]
 
@@ -64,6 +65,16 @@ def field(obj: Any, name: str) -> Any:
         else:
             value = getattr(obj, name, None)
     return None if is_unset(value) else value
+
+
+def user_arguments(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments the application gave: no ``None`` or "not given" sentinels, no credentials,
+    headers or transport settings."""
+    return {
+        key: value
+        for key, value in kwargs.items()
+        if key not in SECRET_PARAMETERS and not is_unset(value)
+    }
 
 
 def text_of(value: Any) -> str | None:

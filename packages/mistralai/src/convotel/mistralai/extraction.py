@@ -21,7 +21,6 @@ from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
 )
 
 from convotel.attributes import (
-    SECRET_PARAMETERS,
     Message,
     Pair,
     ToolCall,
@@ -29,7 +28,6 @@ from convotel.attributes import (
     embedding_input_value_attributes,
     input_value_attributes,
     invocation_parameter_attributes,
-    is_unset,
     llm_input_value_attributes,
     llm_output_value_attributes,
     message_attributes,
@@ -39,7 +37,7 @@ from convotel.attributes import (
     usage_attributes,
 )
 from convotel.json_encoding import json_text
-from convotel.payloads import chat_message, field, sequence_of, text_of
+from convotel.payloads import chat_message, field, sequence_of, text_of, user_arguments
 
 __all__ = ["PROVIDER", "SYSTEM", "Pair", "field", "message"]
 
@@ -60,15 +58,6 @@ _NOT_PARAMETERS = frozenset(
         "conversation_id",
     }
 )
-
-
-def user_arguments(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The arguments the user set, without credentials or transport settings."""
-    return {
-        key: value
-        for key, value in kwargs.items()
-        if key not in SECRET_PARAMETERS and not is_unset(value)
-    }
 
 
 # --- messages -----------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
-from openai import NotGiven, Omit
 from openinference.semconv.trace import (
     ChoiceAttributes,
     OpenInferenceLLMProviderValues,
@@ -21,7 +20,6 @@ from openinference.semconv.trace import (
 )
 
 from convotel.attributes import (
-    SECRET_PARAMETERS,
     Message,
     Pair,
     ToolCall,
@@ -44,6 +42,7 @@ from convotel.payloads import (
     field,
     sequence_of,
     text_of,
+    user_arguments,
     values_of,
 )
 
@@ -55,16 +54,8 @@ SYSTEM = OpenInferenceLLMSystemValues.OPENAI.value
 INPUT_MESSAGES = SpanAttributes.LLM_INPUT_MESSAGES
 OUTPUT_MESSAGES = SpanAttributes.LLM_OUTPUT_MESSAGES
 _NOT_PARAMETERS = frozenset({"model", "messages", "tools", "input", "instructions", "prompt"})
-_UNSET = (NotGiven, Omit)
-
-
-def user_parameters(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The request as the user gave it: no unset sentinels, secrets, headers or transport."""
-    return {
-        k: v
-        for k, v in kwargs.items()
-        if v is not None and k not in SECRET_PARAMETERS and not isinstance(v, _UNSET)
-    }
+#: The request as the user gave it: no unset sentinels, secrets, headers or transport.
+user_parameters = user_arguments
 
 
 def common_request_attributes(
