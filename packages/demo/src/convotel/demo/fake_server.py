@@ -7,8 +7,8 @@
 Routes: ``POST /v1/chat/completions`` (JSON, or server-sent events with ``"stream": true``),
 ``POST /v1/embeddings`` and ``GET /v1/models``. OpenAI's formats are served under ``/v1`` (and
 ``/openai/v1``), Mistral's under ``/mistral/v1``; a Mistral SDK pointed at the bare server URL is
-recognised by its User-Agent. OpenAI's bodies come from :mod:`convotel.demo.wire` (the kit the
-tests and benchmarks share), Mistral's are built here. Replies come from
+recognised by its User-Agent. The bodies come from :mod:`convotel.demo.fake_answers` (OpenAI's
+built with the kit :mod:`convotel.demo.wire` the tests and benchmarks share), its replies from
 :mod:`convotel.demo.fake_replies` (deterministic per conversation, token counts from its
 documented tokenizer). An unknown model gets the provider's own error (OpenAI: 404
 ``model_not_found``; Mistral: 400 ``invalid_model``).
@@ -51,45 +51,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, NoReturn
 
-from convotel.demo import wire
-from convotel.demo.fake_replies import (
-    ReplyPlan,
-    count_tokens,
-    embedding_vector,
-    plan_reply,
-    request_seed,
+from convotel.demo.fake_answers import (
+    APIError,
+    Flavour,
+    chat_answer,
+    embeddings_payload,
+    error_payload,
+    injected_error,
+    models_payload,
+    parse_body,
 )
 
-Flavour = Literal["openai", "mistral"]
 FAULT_HEADER = "x-convotel-fault"
 #: How long a ``reset-after`` fault waits after its last write before resetting the connection.
 _RESET_GRACE_SECONDS = 0.2
 MISTRAL_PREFIX = "/mistral"
-_DEFAULT_DIMENSIONS = {"text-embedding-3-large": 3072, "mistral-embed": 1024}
-_FALLBACK_DIMENSIONS = 1536
-_OPENAI_SNAPSHOTS = {
-    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
-    "gpt-4o": "gpt-4o-2024-08-06",
-    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
-}
-#: Model names the server answers for (by family); others get the provider's "no such model" error.
-_MODEL_FAMILIES: dict[Flavour, tuple[str, ...]] = {
-    "openai": ("gpt-", "chatgpt-", "o1", "o3", "o4", "text-embedding-", "davinci-", "babbage-"),
-    "mistral": (
-        "mistral-",
-        "open-mistral",
-        "open-mixtral",
-        "codestral",
-        "ministral",
-        "pixtral",
-        "magistral",
-        "devstral",
-    ),
-}
-_MODELS = {
-    "openai": ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small"),
-    "mistral": ("mistral-small-latest", "mistral-large-latest", "mistral-embed"),
-}
 
 
 @dataclass(frozen=True)
@@ -162,14 +138,6 @@ class _Pending:
     retry_count: int
     body: Mapping[str, Any] = field(default_factory=dict)
     stream: bool = False
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, error_type: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-        self.code = code
 
 
 class _LoopbackHTTPServer(ThreadingHTTPServer):
@@ -359,19 +327,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _send_error(
-        self, flavour: Flavour, error: _HTTPError, headers: Mapping[str, str] = {}
+        self, flavour: Flavour, error: APIError, headers: Mapping[str, str] = {}
     ) -> None:
-        if flavour == "openai":
-            payload = wire.error_body(str(error), error.error_type, error.code)
-        else:
-            payload = {
-                "object": "error",
-                "message": str(error),
-                "type": error.error_type,
-                "param": None,
-                "code": error.code,
-            }
-        self._send_json(error.status, payload, headers)
+        self._send_json(error.status, error_payload(flavour, error), headers)
 
     def _send_events(self, events: Iterator[str]) -> None:
         frames = [f"data: {data}\n\n" for data in events]
@@ -426,13 +384,9 @@ class _Handler(BaseHTTPRequestHandler):
         """``GET /v1/models``."""
         flavour, route = self._flavour_and_route()
         if route != "/v1/models":
-            self._send_error(flavour, _HTTPError(404, f"Unknown route {route}", "not_found"))
+            self._send_error(flavour, APIError(404, f"Unknown route {route}", "not_found"))
             return
-        models = [
-            {"id": name, "object": "model", "created": 1700000000, "owned_by": flavour}
-            for name in _MODELS[flavour]
-        ]
-        self._send_json(200, {"object": "list", "data": models})
+        self._send_json(200, models_payload(flavour))
 
     def do_POST(self) -> None:
         """Chat completions and embeddings, with fault injection."""
@@ -445,7 +399,7 @@ class _Handler(BaseHTTPRequestHandler):
             flavour, route, int(self.headers.get("x-stainless-retry-count") or 0)
         )
         try:
-            body = _parse_body(raw)
+            body = parse_body(raw)
             self._pending.body = body
             self._pending.stream = body.get("stream") is True
             fault_header = self.headers.get(FAULT_HEADER)
@@ -457,7 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
                             "retry-after-ms": str(fault.retry_after_ms),
                             "retry-after": str(-(-fault.retry_after_ms // 1000)),
                         }
-                        self._send_error(flavour, _injected_error(fault.status), wait)
+                        self._send_error(flavour, injected_error(fault.status), wait)
                         return
                     if fault.delay_ms is not None:
                         time.sleep(fault.delay_ms / 1000)
@@ -468,10 +422,10 @@ class _Handler(BaseHTTPRequestHandler):
             if route == "/v1/chat/completions":
                 self._chat(flavour, body)
             elif route == "/v1/embeddings":
-                self._send_json(200, _embeddings_payload(flavour, body))
+                self._send_json(200, embeddings_payload(flavour, body))
             else:
-                raise _HTTPError(404, f"Unknown route {route}", "not_found")
-        except _HTTPError as error:
+                raise APIError(404, f"Unknown route {route}", "not_found")
+        except APIError as error:
             self._send_error(flavour, error)
 
     def _record_answer(self, status: int) -> None:
@@ -491,47 +445,11 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _chat(self, flavour: Flavour, body: dict[str, Any]) -> None:
-        _check_model(flavour, body)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise _HTTPError(400, "'messages' must be a non-empty array", "invalid_request_error")
-        caps = ("max_completion_tokens", "max_tokens") if flavour == "openai" else ("max_tokens",)
-        plan = plan_reply(body, max_tokens_key=caps)
-        seed = request_seed(body.get("model"), messages)
-        completion_id = self.server_state._next_id(seed)
-        chunks: _OpenAIFormat | _MistralFormat
-        if flavour == "openai":
-            chunks = _OpenAIFormat(body, plan, completion_id)
-        else:
-            chunks = _MistralFormat(body, plan, completion_id)
+        answer = chat_answer(flavour, body, self.server_state._next_id)
         if body.get("stream") is True:
-            self._send_events(chunks.events())
+            self._send_events(answer.events())
         else:
-            self._send_json(200, chunks.completion())
-
-
-def _parse_body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError as error:
-        message = f"We could not parse the JSON body: {error}"
-        raise _HTTPError(400, message, "invalid_request_error") from error
-    if not isinstance(body, dict):
-        raise _HTTPError(400, "The request body must be a JSON object", "invalid_request_error")
-    return body
-
-
-def _check_model(flavour: Flavour, body: Mapping[str, Any]) -> str:
-    """The requested model; a missing or unknown one is refused as the real API refuses it."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _HTTPError(400, "you must provide a model parameter", "invalid_request_error")
-    if model.startswith(_MODEL_FAMILIES[flavour]):
-        return model
-    if flavour == "openai":
-        message = f"The model `{model}` does not exist or you do not have access to it."
-        raise _HTTPError(404, message, "invalid_request_error", "model_not_found")
-    raise _HTTPError(400, f"Invalid model: {model}", "invalid_model", "1500")
+            self._send_json(200, answer.completion())
 
 
 def _parse_fault(header: str) -> FaultSpec:
@@ -539,200 +457,9 @@ def _parse_fault(header: str) -> FaultSpec:
         return FaultSpec.parse(header)
     except ValueError as error:
         message = f"bad {FAULT_HEADER} header: {error}"
-        raise _HTTPError(400, message, "invalid_request_error") from error
+        raise APIError(400, message, "invalid_request_error") from error
 
 
 def _malformed(json_text: str) -> str:
     """``json_text`` with its first separating comma dropped: no longer JSON."""
     return json_text.replace(", ", " ", 1)
-
-
-def _injected_error(status: int) -> _HTTPError:
-    if status == 429:
-        return _HTTPError(
-            429,
-            "Rate limit reached for requests. Please retry shortly.",
-            "requests",
-            "rate_limit_exceeded",
-        )
-    if status >= 500:
-        return _HTTPError(
-            status,
-            "The server had an error while processing your request. Sorry about that!",
-            "server_error",
-        )
-    return _HTTPError(status, "The request was rejected.", "invalid_request_error")
-
-
-# -- wire formats ----------------------------------------------------------------------------
-
-
-class _OpenAIFormat:
-    """OpenAI ``chat.completion`` / ``chat.completion.chunk`` bodies for one reply."""
-
-    def __init__(self, body: Mapping[str, Any], plan: ReplyPlan, completion_id: str) -> None:
-        self.plan = plan
-        requested = str(body["model"])
-        self.envelope = wire.Envelope(
-            id=f"chatcmpl-{completion_id[:29]}",
-            model=_OPENAI_SNAPSHOTS.get(requested, requested),
-            created=int(time.time()),
-            system_fingerprint=f"fp_{completion_id[-10:]}",
-        )
-        options = body.get("stream_options")
-        self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        self.tool_calls = [
-            wire.ToolCall(call.call_id, call.name, call.arguments_json) for call in plan.tool_calls
-        ]
-
-    def _usage(self) -> dict[str, Any]:
-        return wire.chat_usage(self.plan.prompt_tokens, self.plan.completion_tokens)
-
-    def completion(self) -> dict[str, Any]:
-        plan = self.plan
-        message = wire.assistant_message(None if self.tool_calls else plan.text, self.tool_calls)
-        return wire.chat_completion(
-            self.envelope, message, self._usage(), finish_reason=plan.finish_reason
-        )
-
-    def events(self) -> Iterator[str]:
-        usage = self._usage() if self.include_usage else None
-        if self.tool_calls:
-            events = wire.tool_call_stream(self.envelope, self.tool_calls, usage=usage)
-        else:
-            plan = self.plan
-            events = wire.text_stream(
-                self.envelope, plan.pieces, usage=usage, finish_reason=plan.finish_reason
-            )
-        # Spaced JSON: the malformed-json fault drops the first ", " of an event.
-        return (wire.encode_event(event, compact=False) for event in events)
-
-
-class _MistralFormat:
-    """Mistral ``chat.completion`` / ``chat.completion.chunk`` bodies (usage in the last chunk)."""
-
-    def __init__(self, body: Mapping[str, Any], plan: ReplyPlan, completion_id: str) -> None:
-        self.plan = plan
-        self.id = completion_id[:32]
-        self.created = int(time.time())
-        self.model = str(body["model"])
-
-    def _usage(self) -> dict[str, int]:
-        plan = self.plan
-        return {
-            "prompt_tokens": plan.prompt_tokens,
-            "total_tokens": plan.prompt_tokens + plan.completion_tokens,
-            "completion_tokens": plan.completion_tokens,
-        }
-
-    def _tool_calls(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": call.call_id[-9:],
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments_json},
-                "index": index,
-            }
-            for index, call in enumerate(self.plan.tool_calls)
-        ]
-
-    def completion(self) -> dict[str, Any]:
-        plan = self.plan
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": plan.text,
-            "tool_calls": None,
-            "prefix": False,
-        }
-        if plan.tool_calls:
-            message["tool_calls"] = self._tool_calls()
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "model": self.model,
-            "usage": self._usage(),
-            "created": self.created,
-            "choices": [{"index": 0, "message": message, "finish_reason": plan.finish_reason}],
-        }
-
-    def _chunk(
-        self, delta: dict[str, Any], finish_reason: str | None = None, last: bool = False
-    ) -> str:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
-        if last:
-            chunk["usage"] = self._usage()
-        return json.dumps(chunk)
-
-    def events(self) -> Iterator[str]:
-        plan = self.plan
-        yield self._chunk({"role": "assistant", "content": ""})
-        if plan.tool_calls:
-            yield self._chunk({"tool_calls": self._tool_calls()})
-        else:
-            for piece in plan.pieces:
-                yield self._chunk({"content": piece})
-        yield self._chunk({"content": ""}, plan.finish_reason, last=True)
-        yield "[DONE]"
-
-
-def _raw_embedding_input(body: Mapping[str, Any]) -> object:
-    # Both APIs name the field "input" on the wire (the Mistral SDK's ``inputs`` is an alias).
-    return body.get("input", body.get("inputs"))
-
-
-def _embedding_inputs(body: Mapping[str, Any]) -> list[str]:
-    value = _raw_embedding_input(body)
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value:
-        if all(isinstance(item, str) for item in value):
-            return list(value)
-        if all(isinstance(item, int) for item in value):
-            return [" ".join(map(str, value))]
-        if all(isinstance(item, list) for item in value):
-            return [" ".join(map(str, item)) for item in value]
-    raise _HTTPError(400, "'input' must be a string or a non-empty array", "invalid_request_error")
-
-
-def _input_tokens(body: Mapping[str, Any], texts: list[str]) -> int:
-    value = _raw_embedding_input(body)
-    if isinstance(value, list) and value and not isinstance(value[0], str):
-        return sum(len(item) if isinstance(item, list) else 1 for item in value)
-    return sum(count_tokens(text) for text in texts)
-
-
-def _embeddings_payload(flavour: Flavour, body: Mapping[str, Any]) -> dict[str, Any]:
-    model = _check_model(flavour, body)
-    texts = _embedding_inputs(body)
-    requested = body.get("dimensions") if flavour == "openai" else body.get("output_dimension")
-    dimensions = (
-        requested
-        if isinstance(requested, int) and requested > 0
-        else (_DEFAULT_DIMENSIONS.get(model, _FALLBACK_DIMENSIONS))
-    )
-    tokens = _input_tokens(body, texts)
-    vectors = [embedding_vector(text, dimensions) for text in texts]
-    if flavour == "openai":
-        as_base64 = body.get("encoding_format") == "base64"
-        return wire.embeddings_body(
-            vectors, model=model, prompt_tokens=tokens, base64_encoded=as_base64
-        )
-    data = [
-        {"object": "embedding", "index": index, "embedding": vector}
-        for index, vector in enumerate(vectors)
-    ]
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}
-    seed = request_seed(model, texts)
-    return {
-        "id": f"{seed:032x}"[:32],
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": usage,
-    }
