@@ -13,10 +13,18 @@ here mutates or consumes its input: one-shot iterables (a generator of messages)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from convotel.attributes import SECRET_PARAMETERS, ContentPart, Message, ToolCall, is_unset
+from convotel.attributes import (
+    SECRET_PARAMETERS,
+    ContentPart,
+    Message,
+    Pair,
+    ToolCall,
+    is_unset,
+    usage_attributes,
+)
 from convotel.json_encoding import json_text
 
 __all__ = [
@@ -29,6 +37,7 @@ __all__ = [
     "text_of",
     "tool_call",
     "tool_calls",
+    "usage_count_attributes",
     "user_arguments",
     "values_of",
 ]
@@ -156,6 +165,41 @@ def chat_message(message: Any, role: str | None = None) -> Message:
 def chat_messages(messages: Any) -> list[Message]:
     """The messages of a list (a one-shot iterable is not read)."""
     return [chat_message(message) for message in sequence_of(messages)]
+
+
+def usage_count_attributes(usage: Any) -> Iterator[Pair]:
+    """Token counts of a usage record: chat's ``prompt_tokens``/``completion_tokens``, or the
+    Responses API's and Anthropic's ``input_tokens``/``output_tokens``; cached (``cached_tokens``
+    or ``cache_read_input_tokens``), cache-write, reasoning and audio (when some) details."""
+    get = values_of(usage).get
+    prompt, completion = get("prompt_tokens"), get("completion_tokens")
+    if prompt is None:
+        prompt = get("input_tokens")
+    if completion is None:
+        completion = get("output_tokens")
+    prompt_details = get("prompt_tokens_details") or get("input_tokens_details")
+    if prompt_details is None:  # a model that keeps it among its extra fields (Mistral)
+        extra = getattr(usage, "__pydantic_extra__", None)
+        prompt_details = extra.get("prompt_tokens_details") if isinstance(extra, dict) else None
+    prompt_detail = values_of(prompt_details).get
+    completion_detail = values_of(
+        get("completion_tokens_details") or get("output_tokens_details")
+    ).get
+    cache_read, cache_write = prompt_detail("cached_tokens"), prompt_detail("cache_creation_tokens")
+    if cache_read is None:
+        cache_read = get("cache_read_input_tokens")
+    if cache_write is None:
+        cache_write = get("cache_creation_input_tokens")
+    return usage_attributes(
+        prompt=prompt,
+        completion=completion,
+        total=get("total_tokens"),
+        cache_read=cache_read,
+        cache_write=cache_write,
+        reasoning=completion_detail("reasoning_tokens"),
+        prompt_audio=prompt_detail("audio_tokens") or None,
+        completion_audio=completion_detail("audio_tokens") or None,
+    )
 
 
 class ToolCallDeltas:

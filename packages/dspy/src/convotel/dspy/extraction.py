@@ -23,10 +23,9 @@ from convotel.attributes import (
     model_attributes,
     output_value_attributes,
     tool_definition_attributes,
-    usage_attributes,
 )
 from convotel.json_encoding import jsonable, safe_json_dumps
-from convotel.payloads import chat_messages, text_of, tool_calls
+from convotel.payloads import chat_messages, text_of, tool_calls, usage_count_attributes
 
 #: The DSPy signature of a module call (``"question -> answer"``); no OpenInference name exists.
 DSPY_SIGNATURE = "dspy.signature"
@@ -173,11 +172,6 @@ def lm_output_attributes(outputs: Any) -> Iterator[Pair]:
     yield from message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, messages)
 
 
-def _count(details: Any, key: str) -> int | None:
-    value = details.get(key) if isinstance(details, Mapping) else getattr(details, key, None)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def lm_result_attributes(
     usage: Any, response_model: Any, cache_hit: bool = False
 ) -> Iterator[Pair]:
@@ -189,20 +183,8 @@ def lm_result_attributes(
         yield DSPY_CACHE_HIT, True
         return
     data = usage if isinstance(usage, Mapping) else jsonable(usage) if usage else {}
-    if not isinstance(data, Mapping) or not data:
-        return
-    prompt_details = data.get("prompt_tokens_details") or data.get("input_tokens_details")
-    completion_details = data.get("completion_tokens_details") or data.get("output_tokens_details")
-    prompt = _count(data, "prompt_tokens")
-    completion = _count(data, "completion_tokens")
-    yield from usage_attributes(
-        prompt=prompt if prompt is not None else _count(data, "input_tokens"),
-        completion=completion if completion is not None else _count(data, "output_tokens"),
-        total=_count(data, "total_tokens"),
-        cache_read=_count(prompt_details, "cached_tokens"),
-        cache_write=_count(prompt_details, "cache_creation_tokens"),
-        reasoning=_count(completion_details, "reasoning_tokens"),
-    )
+    if isinstance(data, Mapping):
+        yield from usage_count_attributes(data)
 
 
 # --- tools, embedders, retrievers, evaluation --------------------------------------------------

@@ -35,10 +35,9 @@ from convotel.attributes import (
     model_attributes,
     output_value_attributes,
     tool_definition_attributes,
-    usage_attributes,
 )
 from convotel.json_encoding import json_text, safe_json_dumps
-from convotel.payloads import field, text_of
+from convotel.payloads import field, text_of, usage_count_attributes
 
 LLM = OpenInferenceSpanKindValues.LLM.value
 EMBEDDING = OpenInferenceSpanKindValues.EMBEDDING.value
@@ -55,6 +54,7 @@ _PARAMETER_NAMES = (
 )
 #: Model settings recorded as ``llm.invocation_parameters`` (never credentials or clients).
 GENERATION_PARAMETERS = frozenset(name for names in _PARAMETER_NAMES for name in names.split())
+_CACHE_READ = SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ
 _PROVIDERS = {value.value for value in OpenInferenceLLMProviderValues}
 _SYSTEMS = {value.value for value in OpenInferenceLLMSystemValues}
 _PROVIDER_ALIASES = {"azure_openai": ("azure", "openai"), "mistral": ("mistralai", "mistralai")}
@@ -161,10 +161,6 @@ def as_tool_call(call: object) -> ToolCall:
     )
 
 
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def usage_of(response: ChatResponse | CompletionResponse) -> Iterator[Pair]:
     """Token counts from ``response.raw.usage`` (OpenAI or Anthropic style), else from the
     ``prompt_tokens``/``completion_tokens`` LlamaIndex integrations copy to
@@ -174,19 +170,9 @@ def usage_of(response: ChatResponse | CompletionResponse) -> Iterator[Pair]:
         usage = response.additional_kwargs
     if usage is None:
         return
-    prompt = _count(field(usage, "prompt_tokens"))
-    completion = _count(field(usage, "completion_tokens"))
-    yield from usage_attributes(
-        prompt=prompt if prompt is not None else _count(field(usage, "input_tokens")),
-        completion=(
-            completion if completion is not None else _count(field(usage, "output_tokens"))
-        ),
-        total=_count(field(usage, "total_tokens")),
-        cache_read=_count(field(field(usage, "prompt_tokens_details"), "cached_tokens"))
-        or _count(field(usage, "cache_read_input_tokens")),
-        cache_write=_count(field(usage, "cache_creation_input_tokens")),
-        reasoning=_count(field(field(usage, "completion_tokens_details"), "reasoning_tokens")),
-    )
+    for key, count in usage_count_attributes(usage):
+        if count or key != _CACHE_READ:  # cached tokens only when some were read, as always
+            yield key, count
 
 
 def response_model_of(response: ChatResponse | CompletionResponse) -> Iterator[Pair]:

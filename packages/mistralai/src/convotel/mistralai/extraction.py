@@ -34,10 +34,16 @@ from convotel.attributes import (
     model_attributes,
     output_value_attributes,
     tool_definition_attributes,
-    usage_attributes,
 )
 from convotel.json_encoding import json_text
-from convotel.payloads import chat_message, field, sequence_of, text_of, user_arguments
+from convotel.payloads import (
+    chat_message,
+    field,
+    sequence_of,
+    text_of,
+    usage_count_attributes,
+    user_arguments,
+)
 
 __all__ = ["PROVIDER", "SYSTEM", "Pair", "field", "message"]
 
@@ -171,20 +177,8 @@ def moderation_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
 # --- responses ----------------------------------------------------------------------------------
 
 
-def usage_pairs(usage: Any) -> Iterator[Pair]:
-    """Token counts of a ``UsageInfo``, including cached prompt tokens when reported."""
-    if usage is None:
-        return
-    details = field(usage, "prompt_tokens_details")
-    if details is None:
-        extra = getattr(usage, "model_extra", None) or {}
-        details = extra.get("prompt_tokens_details")
-    yield from usage_attributes(
-        prompt=field(usage, "prompt_tokens"),
-        completion=field(usage, "completion_tokens"),
-        total=field(usage, "total_tokens"),
-        cache_read=field(details, "cached_tokens") if details is not None else None,
-    )
+#: Token counts of a ``UsageInfo`` (the core's reader of usage records).
+usage_pairs = usage_count_attributes
 
 
 def completion_response_attributes(response: Any) -> Iterator[Pair]:

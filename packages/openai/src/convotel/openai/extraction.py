@@ -33,7 +33,6 @@ from convotel.attributes import (
     model_attributes,
     output_value_attributes,
     tool_definition_attributes,
-    usage_attributes,
 )
 from convotel.payloads import (
     chat_message,
@@ -42,6 +41,7 @@ from convotel.payloads import (
     field,
     sequence_of,
     text_of,
+    usage_count_attributes,
     user_arguments,
     values_of,
 )
@@ -151,20 +151,8 @@ def embedding_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
 # --- responses --------------------------------------------------------------------------------
 
 
-def chat_usage_attributes(usage: Any) -> Iterator[Pair]:
-    """Token counts of chat and legacy completions (audio counts only when there are some)."""
-    get = values_of(usage).get
-    prompt_details = values_of(get("prompt_tokens_details")).get
-    completion_details = values_of(get("completion_tokens_details")).get
-    return usage_attributes(
-        prompt=get("prompt_tokens"),
-        completion=get("completion_tokens"),
-        total=get("total_tokens"),
-        cache_read=prompt_details("cached_tokens"),
-        reasoning=completion_details("reasoning_tokens"),
-        prompt_audio=prompt_details("audio_tokens") or None,
-        completion_audio=completion_details("audio_tokens") or None,
-    )
+#: Token counts of chat and legacy completions (the core's reader of usage records).
+chat_usage_attributes = usage_count_attributes
 
 
 def output_attributes(messages: Sequence[Message], finish_reason: Any) -> Iterator[Pair]:
@@ -193,14 +181,7 @@ def responses_response_attributes(response: Any) -> Iterator[Pair]:
     status = field(response, "status")
     reason = field(field(response, "incomplete_details"), "reason")
     yield from output_attributes(messages, reason if isinstance(reason, str) else status)
-    usage = field(response, "usage")
-    yield from usage_attributes(
-        prompt=field(usage, "input_tokens"),
-        completion=field(usage, "output_tokens"),
-        total=field(usage, "total_tokens"),
-        cache_read=field(field(usage, "input_tokens_details"), "cached_tokens"),
-        reasoning=field(field(usage, "output_tokens_details"), "reasoning_tokens"),
-    )
+    yield from usage_count_attributes(field(response, "usage"))
 
 
 def completion_choice_attributes(texts: Sequence[str]) -> Iterator[Pair]:
@@ -225,7 +206,4 @@ def embedding_response_attributes(response: Any) -> Iterator[Pair]:
     yield from embedding_attributes(
         model=model, vectors=[v for v in vectors if isinstance(v, list)]
     )
-    usage = field(response, "usage")
-    yield from usage_attributes(
-        prompt=field(usage, "prompt_tokens"), total=field(usage, "total_tokens")
-    )
+    yield from usage_count_attributes(field(response, "usage"))
