@@ -1,6 +1,7 @@
 """The ``convotel demo`` command: a small traced multi-user chatbot and its loopback LLM server.
 
 * :mod:`convotel.demo.app`: the command (``add_arguments`` / ``run``, called by ``convotel demo``).
+* :mod:`convotel.demo.telemetry`: where the spans go (SQLite store, OTLP) and the instrumentors.
 * :mod:`convotel.demo.script`: who says what, through which SDK.
 * :mod:`convotel.demo.bots`: the chatbot over the OpenAI, Mistral and LlamaIndex SDKs.
 * :mod:`convotel.demo.fake_server`: the in-process server speaking the OpenAI and Mistral wire
