@@ -330,9 +330,6 @@ class PerInstanceEndpoint(Endpoint):
     def kind_for(self, instance: Any) -> str:
         return "LLM"
 
-    def finish_attributes(self, instance: Any, response: Any) -> Iterator[Pair]:
-        yield "output.value", f"{type(instance).__name__}:{response}"
-
 
 class Model:
     pass
@@ -349,6 +346,7 @@ async def test_endpoint_per_instance_name_kind_and_active_call(
         call = active_call(model)
         assert call is not None
         call.set("llm.token_count.prompt", 7)
+        call.set("output.value", f"{type(call.owner).__name__}:done")  # the call knows its owner
         assert active_call(object()) is None
         return "done"
 

@@ -463,7 +463,7 @@ def _core_would_fail(
     except Exception:  # noqa: BLE001
         return True
     if accumulator is None:
-        failed |= fails(lambda: endpoint.finish_attributes(instance, outcome))
+        failed |= fails(lambda: endpoint.response_attributes(outcome))
     return failed
 
 
@@ -777,9 +777,7 @@ def test_call_observing_wrappers_pass_every_call_through(
         record_retries(get_tracing),
         context_propagating_wrapper(get_tracing),
         sdk_telemetry.traced_request_wrapper(get_tracing),
-        sdk_telemetry.hook_before_request_wrapper("convotel-mistralai", lambda: instance)(
-            get_tracing
-        ),
+        sdk_telemetry.hook_before_request_wrapper(lambda: instance)(get_tracing),
     ]
     tracer = recorder.provider.get_tracer(INSTRUMENTATION_NAME)
     with convotel_failures(), caller_context_kept(), tracer.start_as_current_span("ours"):

@@ -137,8 +137,6 @@ class TraceConfig:
     _decisions: dict[str, _Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    #: Keys whose values are recorded unchanged (filled as keys are seen; the hot-path check).
-    unchanged_keys: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for option in dataclasses.fields(self):
@@ -161,15 +159,7 @@ class TraceConfig:
     def mask(self, key: str, value: Any) -> Any:
         """Return ``value`` as it may be recorded under ``key``: itself (truncated to
         ``max_value_length``), redacted, or ``None``."""
-        decision = self._decisions.get(key)
-        if decision is None:
-            decision = self._decide(key)
-            if len(self._decisions) >= _MAX_CACHED_KEYS:
-                self._decisions.clear()
-                self.unchanged_keys.clear()
-            self._decisions[key] = decision
-            if decision is _Decision.KEEP and self.max_value_length is None:
-                self.unchanged_keys.add(key)
+        decision = self._decision(key)
         if decision is _Decision.KEEP:
             return value if self.max_value_length is None else self._truncated(value)
         if decision is _Decision.DROP:
@@ -183,6 +173,20 @@ class TraceConfig:
         ):
             return REDACTED_VALUE
         return value if self.max_value_length is None else self._truncated(value)
+
+    def keeps_unchanged(self, key: str) -> bool:
+        """Whether every value under ``key`` is recorded as it is (not hidden, redacted or
+        truncated): what a span's fast path may skip :meth:`mask` for."""
+        return self.max_value_length is None and self._decision(key) is _Decision.KEEP
+
+    def _decision(self, key: str) -> _Decision:
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decide(key)
+            if len(self._decisions) >= _MAX_CACHED_KEYS:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
 
     def _truncated(self, value: Any) -> Any:
         limit = self.max_value_length

@@ -23,8 +23,9 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
+from convotel.call_span import Tracing
 from convotel.config import TraceConfig
-from convotel.spans import Endpoint, Tracing, WrapperFunction, async_wrapper, sync_wrapper
+from convotel.endpoints import Endpoint, WrapperFunction, async_wrapper, sync_wrapper
 
 __all__ = ["ConvotelInstrumentor", "WrapTarget"]
 
@@ -105,7 +106,7 @@ class ConvotelInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     tracer provider and a config read from the environment are used otherwise).
     """
 
-    #: The instrumentation scope name given to the tracer (the distribution's name).
+    #: The instrumentation scope name given to the tracer: the import name (``convotel.openai``).
     instrumentation_name: str = "convotel"
     instrumentation_version: str = "0"
 

@@ -37,7 +37,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 
 from convotel.context import set_session, set_user
-from convotel.spans import StreamWatch
+from convotel.finish import StreamWatch
 from convotel.turns import has_joiners, join_current_trace
 
 __all__ = [

@@ -1,8 +1,9 @@
 """The DSPy calls convotel traces and what each records: one core :class:`Endpoint` per kind.
 
 Span names and kinds depend on the instance (``ChainOfThought.forward``, AGENT for ReAct), LLM and
-EMBEDDING spans are *framework* spans, and the LM call is exposed to :func:`active_call` so the
-usage observers below can add DSPy's token counts to it.
+EMBEDDING spans are *framework* spans, and the LM call is findable with
+:func:`~convotel.call_span.inside_call` so the usage observers below can add DSPy's token counts
+to it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttribu
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
 from convotel.attributes import input_value_attributes, output_value_attributes
+from convotel.call_span import Pair, Tracing, inside_call, log_once
 from convotel.dspy.arguments import bound_arguments
 from convotel.dspy.extraction import (
     embedder_request_attributes,
@@ -33,7 +35,7 @@ from convotel.dspy.extraction import (
     signature_attributes,
     tool_attributes,
 )
-from convotel.spans import Endpoint, Pair, Tracing, WrapperFunction, active_call, log_once
+from convotel.endpoints import Endpoint, WrapperFunction
 
 __all__ = [
     "EMBEDDER_CALL",
@@ -217,7 +219,7 @@ def _record_lm_result(lm: Any, read: Callable[[], tuple[Any, Any, Any]]) -> None
     """Add what ``read()`` returns (usage, response model, cache hit) to ``lm``'s running call;
     the record is read inside the guard: reading an odd result must not fail the LM call."""
     try:
-        call = active_call(lm)
+        call = inside_call(lm)
         if call is not None:
             usage, response_model, cache_hit = read()
             call.set_attributes(

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
 from types import AsyncGeneratorType, GeneratorType
-from typing import Any, cast
+from typing import Any
 
 from llama_index.core.agent.workflow import AgentWorkflow, BaseWorkflowAgent
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -40,6 +40,8 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from pydantic import PrivateAttr
 
 from convotel.attributes import embedding_attributes, output_value_attributes
+from convotel.call_span import CallSpan, Pair, Tracing, inside_call, log_once
+from convotel.finish import CallFinish, end_call
 from convotel.llama_index import extraction
 from convotel.llama_index.extraction import (
     AGENT,
@@ -54,15 +56,6 @@ from convotel.llama_index.streaming import (
     AsyncContextStreamProxy,
     ContextStreamProxy,
     offer_stream,
-)
-from convotel.spans import (
-    STREAM_OUTCOME,
-    CallSpan,
-    Pair,
-    StreamOutcome,
-    Tracing,
-    log_once,
-    stream_outcome_for,
 )
 
 #: The methods of an LLM that are one model call (the others, e.g. ``predict``, call these).
@@ -80,7 +73,6 @@ _CATEGORIES: tuple[tuple[type | tuple[type, ...], str], ...] = (
     ((BaseWorkflowAgent, AgentWorkflow), AGENT),
 )
 _category_of_type: dict[type, str] = {}
-_ENCLOSING_CALL = context_api.create_key("convotel-llama-index-call")
 _NO_CONTEXT = Context()
 
 
@@ -101,16 +93,18 @@ def span_kind(instance: object, method: str) -> str | None:
 
 
 class OpenCall:
-    """A LlamaIndex call being traced: its convotel span and what its events have said."""
+    """A LlamaIndex call being traced: its convotel span, what its events have said and, once it
+    streams, its :class:`CallFinish`."""
 
     __slots__ = (
-        *("call", "kind", "method", "id", "parent_id", "instance_key", "enclosing", "released"),
-        *("context", "token", "streaming", "streamed_chunk", "awaits_writer", "written", "error"),
+        *("call", "_finish", "kind", "method", "id", "parent_id", "instance_key", "enclosing"),
+        *("released", "context", "token", "streaming", "awaits_writer", "written", "error"),
         *("embedded_texts", "embedded_vectors"),
     )
 
     def __init__(self, call: CallSpan, kind: str, method: str, id_: str, parent_id: str | None):
         self.call = call
+        self._finish: CallFinish | None = None
         self.kind = kind
         self.method = method
         self.id = id_
@@ -120,10 +114,12 @@ class OpenCall:
         #: Set once calls of the same instance and kind below are no longer part of this one.
         self.released = False
         #: The call's context (its span current, the caller's session and user ids) until it
-        #: ends; it refers to this call, so it is dropped then (no reference cycle is left).
+        #: ends.
         self.context: Context = call.context
         self.token: Token[Context] | None = None
-        self.streaming = self.streamed_chunk = False
+        #: An LLM stream (ended by its end or exception event, or on collection).
+        self.streaming = False
+        #: A chat engine's streamed response (ended when its writer is done).
         self.awaits_writer = False
         #: What a chat engine's stream writer wrote (deltas, or the text it handed over).
         self.written: list[str] | None = None
@@ -143,23 +139,42 @@ class OpenCall:
             with contextlib.suppress(ValueError):
                 token.var.reset(token)
 
-    def end(
-        self,
-        error: BaseException | None = None,
-        attributes: Iterable[Pair] = (),
-        outcome: StreamOutcome | None = None,
-    ) -> None:
+    @property
+    def finish(self) -> CallFinish:
+        """How the call ends once it streams (made when first needed: most calls never do)."""
+        if self._finish is None:
+            self._finish = CallFinish(self.call)
+        return self._finish
+
+    def ending(self) -> CallFinish:
+        """Release the call and record what its events collected; the returned
+        :class:`CallFinish` then ends it (the core's rule for how it ended)."""
+        self._released()
+        return self.finish
+
+    def end(self, error: BaseException | None = None, attributes: Iterable[Pair] = ()) -> None:
+        """The call returned (or raised ``error``); an error its writer saw counts too."""
+        self._released()
+        end_call(self.call, error=error or self.error, attributes=attributes)
+
+    def _released(self) -> None:
         self.release()
         self.context = _NO_CONTEXT
-        if self.call.ended:
-            return
-        if self.embedded_texts or self.embedded_vectors:
+        if not self.call.ended and (self.embedded_texts or self.embedded_vectors):
             self.call.set_attributes(
                 embedding_attributes(texts=self.embedded_texts, vectors=self.embedded_vectors)
             )
-        if outcome is not None:
-            self.call.set(STREAM_OUTCOME, outcome.value)
-        self.call.end(error or self.error, attributes, ok=outcome is not StreamOutcome.ABANDONED)
+
+
+def _enclosing_call(tracing: Tracing, context: Context) -> OpenCall | None:
+    """The innermost LlamaIndex call running in ``context`` that is not released yet."""
+    call = inside_call(tracing, context)
+    while call is not None:
+        opened = call.owner
+        if isinstance(opened, OpenCall) and not opened.released:
+            return opened
+        call = call.enclosing
+    return None
 
 
 def _inside_same_call(enclosing: OpenCall | None, instance_key: int, kind: str) -> bool:
@@ -195,14 +210,14 @@ class CallTracker:
         if kind is None:
             return
         parent_context = context_api.get_current()
-        enclosing = cast(OpenCall | None, parent_context.get(_ENCLOSING_CALL))
-        while enclosing is not None and enclosing.released:  # e.g. a stream's first chunk came
-            enclosing = enclosing.enclosing
+        tracing = self.get_tracing()
+        # Released calls are skipped, e.g. a stream whose first chunk came.
+        enclosing = _enclosing_call(tracing, parent_context)
         instance_key = None if instance is None else id(instance)
         if instance_key is not None and _inside_same_call(enclosing, instance_key, kind):
             return
-        call = self.get_tracing().start(
-            name, kind, framework=kind in (LLM, EMBEDDING), parent=parent_context
+        call = tracing.start(
+            name, kind, framework=kind in (LLM, EMBEDDING), parent=parent_context, owner=self
         )
         arguments = bound_args.arguments
         call.set_attributes(extraction.call_input_attributes(kind, instance, arguments, tags))
@@ -210,7 +225,7 @@ class CallTracker:
             call.set_attributes(extraction.llm_request_attributes(instance, arguments))
         opened = OpenCall(call, kind, method, id_, parent_id)
         opened.instance_key, opened.enclosing = instance_key, enclosing
-        opened.context = context_api.set_value(_ENCLOSING_CALL, opened, call.context)
+        call.owner = opened  # what inside_call finds for the calls below
         self.calls[id_] = opened
         opened.token = context_api.attach(opened.context)
 
@@ -236,15 +251,17 @@ class CallTracker:
         if isinstance(result, (GeneratorType, AsyncGeneratorType)) and opened.kind == LLM:
             # Lazy: the model request is made while the caller iterates, each step under the
             # call's context (see streaming.StreamMethodPatch).
-            offer_stream(result, opened.context)
+            offer_stream(result, opened.context, opened.finish)
             opened.streaming = True  # ended by the LLM's end or exception event, or on GC
-            weakref.finalize(result, self._abandon, opened.id)
+            opened.finish.watch_stream()
+            weakref.finalize(result, self._collected, opened.id)
             return False
         if isinstance(result, StreamingAgentChatResponse):
             # Ended by the writer that consumes the stream (a child call, maybe done already).
             opened.release()
             opened.awaits_writer = True
-            weakref.finalize(result, self._abandon, opened.id)
+            opened.finish.watch_stream()
+            weakref.finalize(result, self._collected, opened.id)
             return self._end_chat_stream(opened)
         opened.end(attributes=extraction.call_output_attributes(opened.kind, result))
         self._hand_over_written(opened)
@@ -259,16 +276,11 @@ class CallTracker:
         opened.end(None if type(error).__name__ == "WorkflowDone" else error)
         self._hand_over_written(opened)
 
-    def finish(self, opened: OpenCall, outcome: StreamOutcome, error: BaseException | None) -> None:
-        """End a call kept open for its stream, and forget it."""
-        opened.end(error, outcome=outcome)
-        self.calls.pop(opened.id, None)
-
-    def _abandon(self, call_id: str) -> None:
-        """The stream of an LLM call was garbage-collected before it ended."""
-        opened = self.calls.get(call_id)
+    def _collected(self, call_id: str) -> None:
+        """The stream of a call was garbage-collected (before it ended: abandoned)."""
+        opened = self.calls.pop(call_id, None)
         if opened is not None:
-            self.finish(opened, StreamOutcome.ABANDONED, None)
+            opened.ending().collected()
 
     def _hand_over_written(self, writer: OpenCall) -> None:
         """A chat engine's streaming call ends when the writer that consumed its stream does."""
@@ -284,7 +296,11 @@ class CallTracker:
         the writer runs on its own thread or task)."""
         if not engine.awaits_writer or engine.written is None:
             return False
-        engine.end(attributes=output_value_attributes("".join(engine.written) or None))
+        attributes = output_value_attributes("".join(engine.written) or None)
+        if engine.error is not None:
+            engine.ending().raised(engine.error, attributes)
+        else:
+            engine.ending().completed(attributes)
         self.calls.pop(engine.id, None)
         return True
 
@@ -301,29 +317,27 @@ class CallTracker:
             log_once(f"llama_index: reading {type(event).__name__}", exc)
 
     def chunk(self, opened: OpenCall, event: Any) -> None:
-        if not opened.streamed_chunk:
-            opened.streamed_chunk = True
-            opened.call.first_token()
+        if not opened.finish.started:
+            opened.finish.first_token()
             opened.release()  # the model request below has been made
 
     def chat_end(self, opened: OpenCall, event: Any) -> None:
         if event.response is not None:
             opened.call.set_attributes(extraction.chat_response_attributes(event.response))
         if opened.streaming:
-            self.finish(opened, StreamOutcome.COMPLETED, None)
+            self.calls.pop(opened.id, None)
+            opened.ending().completed()
 
     def completion_end(self, opened: OpenCall, event: Any) -> None:
         opened.call.set_attributes(extraction.completion_response_attributes(event.response))
         if opened.streaming:
-            self.finish(opened, StreamOutcome.COMPLETED, None)
+            self.calls.pop(opened.id, None)
+            opened.ending().completed()
 
     def exception(self, opened: OpenCall, event: Any) -> None:
-        if not opened.streaming:
-            return
-        # A closed stream or a cancelled reader ends it early; anything else is an error.
-        outcome = stream_outcome_for(event.exception)
-        error = event.exception if outcome is StreamOutcome.ERROR else None
-        self.finish(opened, outcome, error)
+        if opened.streaming:  # the core's rule: a closed stream or a cancelled reader is early
+            self.calls.pop(opened.id, None)
+            opened.ending().raised(event.exception)
 
     def predict_start(self, opened: OpenCall, event: Any) -> None:
         template = event.template

@@ -11,6 +11,8 @@ under the LlamaIndex span and is claimed by it:
   defined later); the wrapper hands back the generator the call returned, proxied by
   :class:`ContextStepGenerator` / :class:`AsyncContextStepGenerator`, with the context the call
   tracker offered for it (:func:`offer_stream`). A span handler cannot replace a result itself.
+  Closing one ends the call through its :class:`~convotel.finish.CallFinish` (also when the
+  stream never started, which LlamaIndex does not announce).
 * :class:`ContextStreamProxy` / :class:`AsyncContextStreamProxy` replace a query engine's
   ``response_gen`` (a mutable field): each chunk is produced under the query's context, and the
   core's stream proxy ends the query span however the stream ends.
@@ -28,7 +30,9 @@ from opentelemetry import context as context_api
 from opentelemetry.context import Context
 
 from convotel.attributes import output_value_attributes
-from convotel.spans import AsyncStreamProxy, CallSpan, Pair, StreamProxy, log_once
+from convotel.call_span import CallSpan, Pair, log_once
+from convotel.finish import CallFinish
+from convotel.streams import AsyncStreamProxy, StreamProxy
 
 if TYPE_CHECKING:  # wrapt >= 2 types ObjectProxy as a generic; wrapt 1.x cannot subscript it
     _ProxyBase = wrapt.ObjectProxy[Any]
@@ -40,8 +44,10 @@ _T = TypeVar("_T")
 #: The LLM methods whose result is a lazy model stream (its request is made while iterating).
 STREAM_METHODS = ("stream_chat", "stream_complete", "astream_chat", "astream_complete")
 
+#: A stream a call offered: the stream, the call's context, how the call ends.
+_Offer = tuple[Any, Context, CallFinish]
 #: The streams offered by the calls inside the innermost wrapped stream method now running.
-_offered_streams: ContextVar[list[tuple[Any, Context]] | None] = ContextVar(
+_offered_streams: ContextVar[list[_Offer] | None] = ContextVar(
     "convotel_llama_index_offered_streams", default=None
 )
 
@@ -64,11 +70,13 @@ async def _step_async(context: Context, step: Awaitable[_T]) -> _T:
 
 class ContextStepGenerator(_ProxyBase):
     """A generator whose every step (``next``, ``send``, ``throw``, ``close``) runs under
-    ``context``; the caller's context is restored when the step returns."""
+    ``context``; the caller's context is restored when the step returns. Closing it ends the
+    call (``finish``)."""
 
-    def __init__(self, generator: Any, context: Context) -> None:
+    def __init__(self, generator: Any, context: Context, finish: CallFinish) -> None:
         super().__init__(generator)
         self._self_context = context
+        self._self_finish = finish
 
     def __iter__(self) -> ContextStepGenerator:
         return self
@@ -83,16 +91,20 @@ class ContextStepGenerator(_ProxyBase):
         return _step(self._self_context, self.__wrapped__.throw, *args)
 
     def close(self) -> None:
-        _step(self._self_context, self.__wrapped__.close)
+        try:
+            _step(self._self_context, self.__wrapped__.close)
+        finally:
+            self._self_finish.closed()
 
 
 class AsyncContextStepGenerator(_ProxyBase):
     """An async generator whose every step runs under ``context`` (see
     :class:`ContextStepGenerator`)."""
 
-    def __init__(self, generator: Any, context: Context) -> None:
+    def __init__(self, generator: Any, context: Context, finish: CallFinish) -> None:
         super().__init__(generator)
         self._self_context = context
+        self._self_finish = finish
 
     def __aiter__(self) -> AsyncContextStepGenerator:
         return self
@@ -107,27 +119,31 @@ class AsyncContextStepGenerator(_ProxyBase):
         return await _step_async(self._self_context, self.__wrapped__.athrow(*args))
 
     async def aclose(self) -> None:
-        await _step_async(self._self_context, self.__wrapped__.aclose())
+        try:
+            await _step_async(self._self_context, self.__wrapped__.aclose())
+        finally:
+            self._self_finish.closed()
 
 
-def offer_stream(stream: Any, context: Context) -> None:
-    """Have the wrapped stream method that returns ``stream`` step it under ``context``."""
+def offer_stream(stream: Any, context: Context, finish: CallFinish) -> None:
+    """Have the wrapped stream method that returns ``stream`` step it under ``context`` (and end
+    the call with ``finish`` when it is closed)."""
     offered = _offered_streams.get()
     if offered is not None:
-        offered.append((stream, context))
+        offered.append((stream, context, finish))
 
 
-def _stepping(result: Any, offered: list[tuple[Any, Context]]) -> Any:
-    for stream, context in offered:
+def _stepping(result: Any, offered: list[_Offer]) -> Any:
+    for stream, context, finish in offered:
         if stream is result:
             if hasattr(result, "__anext__"):
-                return AsyncContextStepGenerator(result, context)
-            return ContextStepGenerator(result, context)
+                return AsyncContextStepGenerator(result, context, finish)
+            return ContextStepGenerator(result, context, finish)
     return result
 
 
 async def _stepping_when_awaited(coroutine: Awaitable[Any]) -> Any:
-    offered: list[tuple[Any, Context]] = []
+    offered: list[_Offer] = []
     token = _offered_streams.set(offered)
     try:
         result = await coroutine
@@ -140,7 +156,7 @@ def _wrap_stream_method(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """``wrapt`` wrapper of an LLM stream method (outside LlamaIndex's own span wrapper)."""
-    offered: list[tuple[Any, Context]] = []
+    offered: list[_Offer] = []
     token = _offered_streams.set(offered)
     try:
         result = wrapped(*args, **kwargs)

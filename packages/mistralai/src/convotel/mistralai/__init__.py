@@ -77,9 +77,7 @@ class MistralAIInstrumentor(ConvotelInstrumentor):
             WrapTarget(
                 sdk_telemetry.HOOK_MODULE,
                 "TracingHook.before_request",
-                wrapper=sdk_telemetry.hook_before_request_wrapper(
-                    self.instrumentation_name, lambda: self._tracer_provider
-                ),
+                wrapper=sdk_telemetry.hook_before_request_wrapper(lambda: self._tracer_provider),
             ),
             WrapTarget(
                 sdk_telemetry.HOOK_MODULE,

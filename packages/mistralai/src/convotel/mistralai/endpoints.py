@@ -25,6 +25,8 @@ def is_event_stream(response: Any) -> bool:
 class ChatCompletion(Endpoint):
     """``chat.complete`` / ``chat.complete_async``."""
 
+    exposes_call = True  # found by the SDK telemetry hook (inside_call)
+
     span_name = "mistralai.chat.complete"
     kind = OpenInferenceSpanKindValues.LLM
 
@@ -85,6 +87,8 @@ class AgentStream(CompletionStream):
 class Embeddings(Endpoint):
     """``embeddings.create`` / ``embeddings.create_async``."""
 
+    exposes_call = True  # found by the SDK telemetry hook (inside_call)
+
     span_name = "mistralai.embeddings.create"
     kind = OpenInferenceSpanKindValues.EMBEDDING
 
@@ -99,6 +103,8 @@ class Embeddings(Endpoint):
 
 class Conversation(Endpoint):
     """``beta.conversations.start/append/restart`` (and their ``_async`` twins)."""
+
+    exposes_call = True  # found by the SDK telemetry hook (inside_call)
 
     kind = OpenInferenceSpanKindValues.LLM
 
@@ -125,6 +131,8 @@ class ConversationStream(Conversation):
 
 class Moderation(Endpoint):
     """``classifiers.moderate`` / ``moderate_chat``: a guardrail check of texts or a chat."""
+
+    exposes_call = True  # found by the SDK telemetry hook (inside_call)
 
     kind = OpenInferenceSpanKindValues.GUARDRAIL
 

@@ -8,11 +8,12 @@ Since 2.0 every ``Mistral`` client carries a ``TracingHook`` that opens a GenAI 
   ``configure_telemetry(client, provider=...)``), to the global provider, a provider the user
   attaches, or a "dedicated" provider that exports to Mistral.
 
-Inside a call that convotel traces, the hook's span would be a second LLM span for the same model
-call in the same backend. So when the hook's destination is the global provider or convotel's own
-provider, convotel tells the hook not to trace that one request (its ``tracing_enabled`` argument
-is forced off). A provider the user attached for something else (such as Mistral's dedicated
-telemetry export) is left alone, as are SDK calls convotel does not trace (files, OCR...).
+Inside a call that convotel traces (:func:`~convotel.call_span.inside_call` finds it), the hook's
+span would be a second LLM span for the same model call in the same backend. So when the hook's
+destination is the global provider or convotel's own provider, convotel tells the hook not to
+trace that one request (its ``tracing_enabled`` argument is forced off). A provider the user
+attached for something else (such as Mistral's dedicated telemetry export) is left alone, as are
+SDK calls convotel does not trace (files, OCR...).
 """
 
 from __future__ import annotations
@@ -23,16 +24,12 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 
-from convotel.spans import Tracing, WrapperFunction
+from convotel.call_span import Tracing, inside_call
+from convotel.endpoints import WrapperFunction
 
 HOOK_MODULE = "mistralai.client._hooks.tracing"
 
 _SUPPRESS_SDK_SPAN = context_api.create_key("convotel-mistralai-suppress-sdk-span")
-
-
-def _inside_convotel_call(instrumentation_name: str) -> bool:
-    scope = getattr(trace_api.get_current_span(), "instrumentation_scope", None)
-    return getattr(scope, "name", None) == instrumentation_name
 
 
 def _reports_to_shared_provider(hook: Any, own_provider: object) -> bool:
@@ -43,7 +40,7 @@ def _reports_to_shared_provider(hook: Any, own_provider: object) -> bool:
 
 
 def hook_before_request_wrapper(
-    instrumentation_name: str, own_provider: Callable[[], object]
+    own_provider: Callable[[], object],
 ) -> Callable[[Callable[[], Tracing]], WrapperFunction]:
     """Wrapper factory for ``TracingHook.before_request``: mark requests whose span to skip."""
 
@@ -55,9 +52,9 @@ def hook_before_request_wrapper(
             kwargs: dict[str, Any],
         ) -> Any:
             try:
-                suppress = _inside_convotel_call(
-                    instrumentation_name
-                ) and _reports_to_shared_provider(instance, own_provider())
+                suppress = inside_call(get_tracing()) is not None and _reports_to_shared_provider(
+                    instance, own_provider()
+                )
             except Exception:  # noqa: BLE001 - when unsure, let the SDK do what it always does
                 suppress = False
             if not suppress:

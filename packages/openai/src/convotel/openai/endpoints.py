@@ -1,4 +1,4 @@
-"""One :class:`~convotel.spans.Endpoint` per wrapped OpenAI method: what to extract, nothing else.
+"""One core :class:`~convotel.endpoints.Endpoint` per wrapped OpenAI method: what to extract.
 
 The core's wrappers own the span lifecycle; these classes only say how a request, a response and
 a stream of each endpoint turn into attributes, plus two OpenAI specifics shared by all of them:
@@ -25,7 +25,10 @@ from openai import APIResponse, AsyncAPIResponse, AsyncAzureOpenAI, AsyncStream,
 from openai._legacy_response import LegacyAPIResponse
 from openinference.semconv.trace import OpenInferenceSpanKindValues
 
+from convotel.call_span import CallSpan
 from convotel.config import TraceConfig
+from convotel.endpoints import Endpoint
+from convotel.finish import StreamAccumulator
 from convotel.openai import extraction
 from convotel.openai.extraction import AZURE, OPENAI, Pair
 from convotel.openai.stream_usage import RejectingServers
@@ -37,7 +40,6 @@ from convotel.openai.streaming import (
     ResponsesStreamAccumulator,
     proxy_stream,
 )
-from convotel.spans import CallSpan, Endpoint, StreamAccumulator
 
 _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
 _AZURE_CLIENTS = (AzureOpenAI, AsyncAzureOpenAI)
@@ -57,6 +59,7 @@ class OpenAIEndpoint(Endpoint):
 
     kind = OpenInferenceSpanKindValues.LLM
     embedding = False
+    exposes_call = True  # found by the retry hook (retries.py, through inside_call)
 
     def __init__(self, get_config: ConfigGetter) -> None:
         self._get_config = get_config

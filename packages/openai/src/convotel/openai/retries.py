@@ -1,8 +1,8 @@
 """Retry visibility: one span per logical call, annotated with each automatic SDK retry.
 
 The SDK retries inside the wrapped call (429, 408, 409, 5xx and connection errors), calling its
-``_sleep_for_retry`` hook once per retry while our span is the current one. Each retry adds a
-``retry`` event (attempt number, HTTP status of the failed attempt) and sets
+``_sleep_for_retry`` hook once per retry inside our call (:func:`~convotel.call_span.inside_call`).
+Each retry adds a ``retry`` event (attempt number, HTTP status of the failed attempt) and sets
 ``http.request.resend_count`` to the number of retries so far.
 """
 
@@ -11,23 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import trace as trace_api
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_RESEND_COUNT,
     HTTP_RESPONSE_STATUS_CODE,
 )
 from opentelemetry.util.types import AttributeValue
 
-from convotel.openai.package import INSTRUMENTATION_NAME
-from convotel.spans import Tracing, WrapperFunction, log_once
+from convotel.call_span import Tracing, inside_call, log_once
+from convotel.endpoints import WrapperFunction
 
 RETRY_EVENT = "retry"
-
-
-def _is_our_span(span: trace_api.Span) -> bool:
-    """Only this instrumentor's spans (a model call in progress) are annotated."""
-    scope = getattr(span, "instrumentation_scope", None)
-    return span.is_recording() and getattr(scope, "name", None) == INSTRUMENTATION_NAME
 
 
 def record_retries(get_tracing: Callable[[], Tracing]) -> WrapperFunction:
@@ -37,8 +30,9 @@ def record_retries(get_tracing: Callable[[], Tracing]) -> WrapperFunction:
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         try:
-            span = trace_api.get_current_span()
-            if _is_our_span(span):
+            call = inside_call(get_tracing())  # only this instrumentor's model calls
+            if call is not None and call.span.is_recording():
+                span = call.span
                 resends = int(kwargs.get("retries_taken", 0)) + 1
                 event: dict[str, AttributeValue] = {HTTP_REQUEST_RESEND_COUNT: resends}
                 status = getattr(kwargs.get("response"), "status_code", None)

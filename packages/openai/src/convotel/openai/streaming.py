@@ -8,8 +8,9 @@
   that response through the proxy ends the span too.
 * :class:`DeferredResponseProxy` stands in for the ``APIResponse`` objects of
   ``.with_raw_response`` / ``.with_streaming_response``: the span ends when ``parse()`` returns a
-  result (or hands its stream to a stream proxy), when the response is closed, or, unread, when
-  the proxy is garbage-collected (marked abandoned).
+  result (or hands its stream to a stream proxy, which ends it), when the response is closed, or,
+  unread, when the proxy is garbage-collected — by the core's :class:`~convotel.finish.CallFinish`
+  rule, as a stream would.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any
 from openai import AsyncStream, Stream
 
 from convotel.attributes import Message, ToolCall, model_attributes
+from convotel.call_span import CallSpan
+from convotel.endpoints import Endpoint
+from convotel.finish import CallFinish, StreamAccumulator, StreamError
 from convotel.openai.extraction import (
     Pair,
     chat_usage_attributes,
@@ -29,17 +33,7 @@ from convotel.openai.extraction import (
     output_attributes,
     responses_response_attributes,
 )
-from convotel.spans import (
-    STREAM_OUTCOME,
-    AsyncStreamProxy,
-    CallSpan,
-    Endpoint,
-    ObjectProxy,
-    StreamAccumulator,
-    StreamError,
-    StreamOutcome,
-    StreamProxy,
-)
+from convotel.streams import AsyncStreamProxy, ObjectProxy, StreamProxy
 
 
 class _Choice:
@@ -257,10 +251,15 @@ class OpenAIAsyncStreamProxy(AsyncStreamProxy):
         return _ClosingResponse(self.__wrapped__.response, self)
 
 
-def proxy_stream(stream: Any, call: CallSpan, accumulator: StreamAccumulator) -> Any:
+def proxy_stream(
+    stream: Any,
+    call: CallSpan,
+    accumulator: StreamAccumulator,
+    finish: CallFinish | None = None,
+) -> Any:
     if isinstance(stream, AsyncStream):
-        return OpenAIAsyncStreamProxy(stream, call, accumulator)
-    return OpenAIStreamProxy(stream, call, accumulator)
+        return OpenAIAsyncStreamProxy(stream, call, accumulator, finish)
+    return OpenAIStreamProxy(stream, call, accumulator, finish)
 
 
 class DeferredResponseProxy(ObjectProxy):
@@ -270,9 +269,8 @@ class DeferredResponseProxy(ObjectProxy):
         self, response: Any, call: CallSpan, endpoint: Endpoint, accumulator: StreamAccumulator
     ) -> None:
         super().__init__(response)
-        self._self_call = call
+        self._self_finish = CallFinish(call, accumulator)
         self._self_endpoint = endpoint
-        self._self_accumulator = accumulator
         self._self_stream: Any = None
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
@@ -285,16 +283,18 @@ class DeferredResponseProxy(ObjectProxy):
         return self._self_parsed(await result)
 
     def _self_parsed(self, result: Any) -> Any:
-        call = self._self_call
+        finish: CallFinish = self._self_finish
+        call = finish.call
         if isinstance(result, (Stream, AsyncStream)):
             if self._self_stream is None or self._self_stream.__wrapped__ is not result:
                 if call.ended:
                     return result
-                self._self_stream = proxy_stream(result, call, self._self_accumulator)
+                self._self_stream = proxy_stream(result, call, finish.accumulator, finish)
             return self._self_stream
         if not call.ended:
-            call.set_attributes(self._self_endpoint.response_attributes(result), "raw response")
-            call.end()
+            endpoint = self._self_endpoint
+            call.record(lambda: endpoint.response_attributes(result), "raw response")
+            finish.returned()
         return result
 
     def close(self) -> Any:
@@ -303,7 +303,7 @@ class DeferredResponseProxy(ObjectProxy):
             return self._self_closed_later(result)
         if self._self_stream is not None:
             self._self_stream.close()
-        self._self_call.end()
+        self._self_finish.closed()
         return result
 
     async def _self_closed_later(self, result: Awaitable[Any]) -> Any:
@@ -312,10 +312,9 @@ class DeferredResponseProxy(ObjectProxy):
         finally:
             if self._self_stream is not None:
                 await self._self_stream.close()
-            self._self_call.end()
+            self._self_finish.closed()
 
     def __del__(self) -> None:
-        call: CallSpan | None = getattr(self, "_self_call", None)
-        if call is not None and self._self_stream is None and not call.ended:
-            call.set(STREAM_OUTCOME, StreamOutcome.ABANDONED.value)
-            call.end(ok=False)
+        finish: CallFinish | None = getattr(self, "_self_finish", None)
+        if finish is not None and self._self_stream is None:
+            finish.collected()
