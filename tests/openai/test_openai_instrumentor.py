@@ -119,7 +119,7 @@ def test_opentelemetry_instrument_loads_the_instrumentor(
     result = run_under_opentelemetry_instrument(APP)
     assert result.returncode == 0, result.stderr
     spans = result.stdout.strip().splitlines()[-1]
-    assert '["ChatCompletion", "convotel-openai", "cli-session"]' in spans
+    assert '["ChatCompletion", "convotel.openai", "cli-session"]' in spans
 
 
 def test_methods_bound_while_instrumented_stop_tracing_after_uninstrument(

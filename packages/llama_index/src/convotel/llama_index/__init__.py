@@ -23,7 +23,7 @@ class LlamaIndexInstrumentor(ConvotelInstrumentor):
     """Traces LlamaIndex through its instrumentation dispatcher; wraps only the LLM classes'
     stream methods (a span handler cannot replace the stream a call returns)."""
 
-    instrumentation_name = "convotel-llama-index"
+    instrumentation_name = "convotel.llama_index"
     instrumentation_version = __version__
 
     def instrumentation_dependencies(self) -> Collection[str]:

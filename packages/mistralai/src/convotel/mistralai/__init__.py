@@ -36,7 +36,7 @@ def _sync_and_async(module: str, method: str, endpoint: Endpoint) -> list[WrapTa
 class MistralAIInstrumentor(ConvotelInstrumentor):
     """Traces chat, FIM, agents, embeddings, conversations and moderation calls of ``Mistral``."""
 
-    instrumentation_name = "convotel-mistralai"
+    instrumentation_name = "convotel.mistralai"
     instrumentation_version = __version__
 
     def instrumentation_dependencies(self) -> Collection[str]:

@@ -3,4 +3,4 @@
 _instruments = ("openai >= 2.0.0, < 4",)
 
 #: The instrumentation scope (tracer) name of this package's spans.
-INSTRUMENTATION_NAME = "convotel-openai"
+INSTRUMENTATION_NAME = "convotel.openai"
