@@ -18,8 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from openinference.semconv.trace import SpanAttributes
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from convotel import cli
@@ -30,8 +29,9 @@ from convotel.demo.fake_replies import content_text, plan_reply
 from convotel.demo.fake_server import FakeLLMServer, ServedRequest
 from convotel.demo.script import CONVERSATIONS, Conversation, ScriptedTurn
 from convotel.propagation import SessionSpanProcessor
-from convotel.sessions import Session, build_sessions
+from convotel.sessions import Session
 from convotel.store import SpanStore
+from convotel.testing import CapturedSpans
 
 web_app = pytest.importorskip("convotel.demo.web_app", reason="--serve needs fastapi and uvicorn")
 web_users = pytest.importorskip("convotel.demo.web_users", reason="--serve needs httpx-sse")
@@ -220,22 +220,29 @@ def finished_trace(exporter: InMemorySpanExporter) -> tuple[ReadableSpan, ...]:
 
 
 @pytest.fixture
-def failing_service() -> Iterator[tuple[str, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SessionSpanProcessor())
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+def convotel_instrumentors() -> list[Any]:
+    """For ``convotel_spans``: the failing bot calls no SDK, so nothing is instrumented."""
+    return []
+
+
+@pytest.fixture
+def convotel_span_processors() -> list[SpanProcessor]:
+    """For ``convotel_spans``: the service's provider stamps sessions as ``--serve``'s does."""
+    return [SessionSpanProcessor()]
+
+
+@pytest.fixture
+def failing_service(convotel_spans: CapturedSpans) -> Iterator[tuple[str, CapturedSpans]]:
     service = web_app.ChatService(lambda provider: _FailingBot())
-    with web_app.ServedApp(web_app.create_app(service, provider)) as app:
-        yield app.url, exporter
-    provider.shutdown()
+    with web_app.ServedApp(web_app.create_app(service, convotel_spans.tracer_provider)) as app:
+        yield app.url, convotel_spans
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_a_failed_turn_reaches_the_user_as_an_error_and_its_root_is_an_error(
-    failing_service: tuple[str, InMemorySpanExporter], stream: bool
+    failing_service: tuple[str, CapturedSpans], stream: bool
 ) -> None:
-    url, exporter = failing_service
+    url, spans = failing_service
     conversation = CONVERSATIONS[1]
     headers = {"x-session-id": "s-fail", "x-user-id": "u-fail"}
     with (
@@ -243,7 +250,8 @@ def test_a_failed_turn_reaches_the_user_as_an_error_and_its_root_is_an_error(
         pytest.raises(web_users.ChatServiceError, match="RuntimeError: the model is down"),
     ):
         web_users.send_turn(client, conversation, ScriptedTurn("Hello?", stream=stream))
-    (session,) = build_sessions(finished_trace(exporter))
+    finished_trace(spans.exporter)
+    (session,) = spans.sessions()
     (turn,) = session.turns
     assert session.session_id == "s-fail"
     assert turn.root.kind == "SERVER"
