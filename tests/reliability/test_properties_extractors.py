@@ -55,18 +55,7 @@ def _openai_endpoints() -> list[Endpoint]:
 def _mistral_endpoints() -> list[Endpoint]:
     from convotel.mistralai import endpoints
 
-    return [
-        endpoints.ChatCompletion(),
-        endpoints.CompletionStream(),
-        endpoints.FimCompletion(),
-        endpoints.FimStream(),
-        endpoints.AgentCompletion(),
-        endpoints.AgentStream(),
-        endpoints.Embeddings(),
-        endpoints.Conversation("start"),
-        endpoints.ConversationStream("start_stream"),
-        endpoints.Moderation("moderate"),
-    ]
+    return [wrapped.endpoint for wrapped in endpoints.ENDPOINTS]  # every traced method
 
 
 def _dspy_endpoints() -> list[Endpoint]:

@@ -50,29 +50,10 @@ class MistralAIInstrumentor(ConvotelInstrumentor):
 
     def wrap_targets(self) -> Sequence[WrapTarget]:
         targets = [
-            *_sync_and_async("chat", "Chat.complete", endpoints.ChatCompletion()),
-            *_sync_and_async("chat", "Chat.stream", endpoints.CompletionStream()),
-            *_sync_and_async("fim", "Fim.complete", endpoints.FimCompletion()),
-            *_sync_and_async("fim", "Fim.stream", endpoints.FimStream()),
-            *_sync_and_async("agents", "Agents.complete", endpoints.AgentCompletion()),
-            *_sync_and_async("agents", "Agents.stream", endpoints.AgentStream()),
-            *_sync_and_async("embeddings", "Embeddings.create", endpoints.Embeddings()),
-            *_sync_and_async(
-                "classifiers", "Classifiers.moderate", endpoints.Moderation("moderate")
-            ),
-            *_sync_and_async(
-                "classifiers", "Classifiers.moderate_chat", endpoints.Moderation("moderate_chat")
-            ),
+            target
+            for wrapped in endpoints.ENDPOINTS
+            for target in _sync_and_async(wrapped.module, wrapped.method, wrapped.endpoint)
         ]
-        for method in ("start", "append", "restart"):
-            targets += _sync_and_async(
-                "conversations", f"Conversations.{method}", endpoints.Conversation(method)
-            )
-            targets += _sync_and_async(
-                "conversations",
-                f"Conversations.{method}_stream",
-                endpoints.ConversationStream(f"{method}_stream"),
-            )
         targets += [
             WrapTarget(
                 sdk_telemetry.HOOK_MODULE,

@@ -1,20 +1,31 @@
-"""One :class:`~convotel.spans.Endpoint` per wrapped Mistral method: what to extract, nothing else.
+"""The wrapped Mistral methods as a table: per method, its span name, kind and extractors.
 
-The core owns the span lifecycle, errors and stream proxies; each endpoint only names its span,
-its OpenInference kind and the extractor functions of :mod:`convotel.mistralai.extraction`.
+The core owns the span lifecycle, errors and stream proxies. Mistral's endpoints differ only in
+settings (which extractors of :mod:`convotel.mistralai.extraction` read the request and the
+response, and which accumulator reads a stream), so each is a row of :data:`ENDPOINTS`, not a
+class of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 from openinference.semconv.trace import OpenInferenceSpanKindValues
 
+from convotel.attributes import Pair
 from convotel.mistralai import extraction
-from convotel.mistralai.extraction import Pair
 from convotel.mistralai.streaming import CompletionStreamAccumulator, ConversationStreamAccumulator
 from convotel.spans import Endpoint, StreamAccumulator
+
+__all__ = ["ENDPOINTS", "MistralEndpoint", "Wrapped", "is_event_stream"]
+
+_LLM = OpenInferenceSpanKindValues.LLM
+_EMBEDDING = OpenInferenceSpanKindValues.EMBEDDING
+_GUARDRAIL = OpenInferenceSpanKindValues.GUARDRAIL
+
+RequestExtractor = Callable[[Mapping[str, Any]], Iterator[Pair]]
+ResponseExtractor = Callable[[Any], Iterator[Pair]]
 
 
 def is_event_stream(response: Any) -> bool:
@@ -22,127 +33,109 @@ def is_event_stream(response: Any) -> bool:
     return hasattr(response, "__next__") or hasattr(response, "__anext__")
 
 
-class ChatCompletion(Endpoint):
-    """``chat.complete`` / ``chat.complete_async``."""
+class MistralEndpoint(Endpoint):
+    """One wrapped method: its span name and kind, how to read its request and response, and
+    (for streaming methods) the accumulator of the returned event stream."""
 
     exposes_call = True  # found by the SDK telemetry hook (inside_call)
 
-    span_name = "mistralai.chat.complete"
-    kind = OpenInferenceSpanKindValues.LLM
+    def __init__(
+        self,
+        span_name: str,
+        kind: OpenInferenceSpanKindValues,
+        request: RequestExtractor,
+        response: ResponseExtractor,
+        accumulator: Callable[[], StreamAccumulator] | None = None,
+    ) -> None:
+        self.span_name = span_name
+        self.kind = kind
+        self._request = request
+        self._response = response
+        self._accumulator = accumulator
 
     def request_attributes(
         self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Iterator[Pair]:
-        return extraction.chat_request_attributes(kwargs)
+        return self._request(kwargs)
 
     def response_attributes(self, response: Any) -> Iterator[Pair]:
-        return extraction.completion_response_attributes(response)
-
-
-class CompletionStream(ChatCompletion):
-    """``chat.stream`` / ``chat.stream_async``: the returned ``EventStream`` is proxied."""
-
-    span_name = "mistralai.chat.stream"
+        return self._response(response)
 
     def stream_accumulator(
         self, response: Any, kwargs: Mapping[str, Any]
     ) -> StreamAccumulator | None:
-        return CompletionStreamAccumulator() if is_event_stream(response) else None
+        if self._accumulator is None or not is_event_stream(response):
+            return None
+        return self._accumulator()
 
 
-class FimCompletion(ChatCompletion):
-    """``fim.complete`` / ``fim.complete_async`` (fill-in-the-middle code completion)."""
+class Wrapped(NamedTuple):
+    """A method of ``mistralai.client.<module>`` (and its ``_async`` twin) and its endpoint."""
 
-    span_name = "mistralai.fim.complete"
-
-    def request_attributes(
-        self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Iterator[Pair]:
-        return extraction.fim_request_attributes(kwargs)
+    module: str
+    method: str
+    endpoint: MistralEndpoint
 
 
-class FimStream(CompletionStream):
-    """``fim.stream`` / ``fim.stream_async``."""
-
-    span_name = "mistralai.fim.stream"
-
-    def request_attributes(
-        self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Iterator[Pair]:
-        return extraction.fim_request_attributes(kwargs)
-
-
-class AgentCompletion(ChatCompletion):
-    """``agents.complete`` / ``agents.complete_async``: a chat completion by an agent id."""
-
-    span_name = "mistralai.agents.complete"
+def _completion(
+    module: str, method: str, request: RequestExtractor, *, stream: bool = False
+) -> Wrapped:
+    span_name = f"mistralai.{module}.{method.rsplit('.', 1)[1]}"
+    accumulator = CompletionStreamAccumulator if stream else None
+    endpoint = MistralEndpoint(
+        span_name, _LLM, request, extraction.completion_response_attributes, accumulator
+    )
+    return Wrapped(module, method, endpoint)
 
 
-class AgentStream(CompletionStream):
-    """``agents.stream`` / ``agents.stream_async``."""
-
-    span_name = "mistralai.agents.stream"
-
-
-class Embeddings(Endpoint):
-    """``embeddings.create`` / ``embeddings.create_async``."""
-
-    exposes_call = True  # found by the SDK telemetry hook (inside_call)
-
-    span_name = "mistralai.embeddings.create"
-    kind = OpenInferenceSpanKindValues.EMBEDDING
-
-    def request_attributes(
-        self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Iterator[Pair]:
-        return extraction.embedding_request_attributes(kwargs)
-
-    def response_attributes(self, response: Any) -> Iterator[Pair]:
-        return extraction.embedding_response_attributes(response)
+def _conversation(method: str, *, stream: bool) -> Wrapped:
+    name = f"{method}_stream" if stream else method
+    endpoint = MistralEndpoint(
+        f"mistralai.conversations.{name}",
+        _LLM,
+        extraction.conversation_request_attributes,
+        extraction.conversation_response_attributes,
+        ConversationStreamAccumulator if stream else None,
+    )
+    return Wrapped("conversations", f"Conversations.{name}", endpoint)
 
 
-class Conversation(Endpoint):
-    """``beta.conversations.start/append/restart`` (and their ``_async`` twins)."""
-
-    exposes_call = True  # found by the SDK telemetry hook (inside_call)
-
-    kind = OpenInferenceSpanKindValues.LLM
-
-    def __init__(self, method: str) -> None:
-        self.span_name = f"mistralai.conversations.{method}"
-
-    def request_attributes(
-        self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Iterator[Pair]:
-        return extraction.conversation_request_attributes(kwargs)
-
-    def response_attributes(self, response: Any) -> Iterator[Pair]:
-        return extraction.conversation_response_attributes(response)
+def _moderation(method: str) -> Wrapped:
+    endpoint = MistralEndpoint(
+        f"mistralai.classifiers.{method}",
+        _GUARDRAIL,
+        extraction.moderation_request_attributes,
+        extraction.moderation_response_attributes,
+    )
+    return Wrapped("classifiers", f"Classifiers.{method}", endpoint)
 
 
-class ConversationStream(Conversation):
-    """``beta.conversations.*_stream``: named server-sent events, usage in the ``done`` event."""
+_CHAT = extraction.chat_request_attributes
+_FIM = extraction.fim_request_attributes
 
-    def stream_accumulator(
-        self, response: Any, kwargs: Mapping[str, Any]
-    ) -> StreamAccumulator | None:
-        return ConversationStreamAccumulator() if is_event_stream(response) else None
-
-
-class Moderation(Endpoint):
-    """``classifiers.moderate`` / ``moderate_chat``: a guardrail check of texts or a chat."""
-
-    exposes_call = True  # found by the SDK telemetry hook (inside_call)
-
-    kind = OpenInferenceSpanKindValues.GUARDRAIL
-
-    def __init__(self, method: str) -> None:
-        self.span_name = f"mistralai.classifiers.{method}"
-
-    def request_attributes(
-        self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> Iterator[Pair]:
-        return extraction.moderation_request_attributes(kwargs)
-
-    def response_attributes(self, response: Any) -> Iterator[Pair]:
-        return extraction.moderation_response_attributes(response)
+#: Every traced method (``chat.parse*`` call ``chat.complete``/``chat.stream``).
+ENDPOINTS: tuple[Wrapped, ...] = (
+    _completion("chat", "Chat.complete", _CHAT),
+    _completion("chat", "Chat.stream", _CHAT, stream=True),
+    _completion("fim", "Fim.complete", _FIM),
+    _completion("fim", "Fim.stream", _FIM, stream=True),
+    _completion("agents", "Agents.complete", _CHAT),
+    _completion("agents", "Agents.stream", _CHAT, stream=True),
+    Wrapped(
+        "embeddings",
+        "Embeddings.create",
+        MistralEndpoint(
+            "mistralai.embeddings.create",
+            _EMBEDDING,
+            extraction.embedding_request_attributes,
+            extraction.embedding_response_attributes,
+        ),
+    ),
+    _moderation("moderate"),
+    _moderation("moderate_chat"),
+    *(
+        _conversation(method, stream=stream)
+        for method in ("start", "append", "restart")
+        for stream in (False, True)
+    ),
+)
