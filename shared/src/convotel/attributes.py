@@ -29,6 +29,7 @@ from convotel.json_encoding import safe_json_dumps
 
 __all__ = [
     "SECRET_PARAMETERS",
+    "UNSET_TYPE_NAMES",
     "ContentPart",
     "Document",
     "Message",
@@ -80,7 +81,8 @@ SECRET_PARAMETERS = frozenset(
     }
 )
 
-_UNSET_TYPE_NAMES = frozenset({"NotGiven", "Omit", "Unset", "_Unset", "UnsetType"})
+#: Type names of the SDKs' "not given" sentinels (openai ``NOT_GIVEN``/``omit``, Mistral ``UNSET``).
+UNSET_TYPE_NAMES = frozenset({"NotGiven", "Omit", "Unset", "_Unset", "UnsetType"})
 _JSON = OpenInferenceMimeTypeValues.JSON.value
 _TEXT = OpenInferenceMimeTypeValues.TEXT.value
 _IMAGE_URL_KEY = f"{MessageContentAttributes.MESSAGE_CONTENT_IMAGE}.{ImageAttributes.IMAGE_URL}"
@@ -89,7 +91,7 @@ _ARGUMENTS_KEY = ToolCallAttributes.TOOL_CALL_FUNCTION_ARGUMENTS_JSON
 
 def is_unset(value: Any) -> bool:
     """True for ``None`` and the SDKs' "not given" sentinels (openai ``NOT_GIVEN``, ``UNSET``)."""
-    return value is None or type(value).__name__ in _UNSET_TYPE_NAMES
+    return value is None or type(value).__name__ in UNSET_TYPE_NAMES
 
 
 @dataclass(slots=True)

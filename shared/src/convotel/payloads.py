@@ -18,6 +18,7 @@ from typing import Any
 
 from convotel.attributes import (
     SECRET_PARAMETERS,
+    UNSET_TYPE_NAMES,
     ContentPart,
     Message,
     Pair,
@@ -66,14 +67,19 @@ def field(obj: Any, name: str) -> Any:
     if isinstance(obj, dict):  # request dicts: the fast path
         value = obj.get(name)
     else:
-        values = getattr(obj, "__dict__", None)
+        try:
+            values = obj.__dict__  # SDK models: their fields (cheaper than getattr's default)
+        except AttributeError:
+            values = None
         if isinstance(values, dict):
             value = values.get(name)
         elif isinstance(obj, Mapping):
             value = obj.get(name)
         else:
             value = getattr(obj, name, None)
-    return None if is_unset(value) else value
+    if value is None or type(value).__name__ not in UNSET_TYPE_NAMES:
+        return value
+    return None
 
 
 def user_arguments(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,7 +210,7 @@ def usage_count_attributes(usage: Any) -> Iterator[Pair]:
 
 class ToolCallDeltas:
     """Tool calls assembled from streamed deltas: per call, the latest id and name given and the
-    argument fragments joined (dict arguments as JSON text)."""
+    argument fragments joined (dict arguments as JSON text; ``None`` until a delta has some)."""
 
     __slots__ = ("_calls",)
 
@@ -235,7 +241,7 @@ class ToolCallDeltas:
             call.id = call_id
         if isinstance(name, str) and name:
             call.name = name
-        if arguments:
+        if arguments is not None:  # "" too: the call has arguments, their text starts empty
             call.arguments = (call.arguments or "") + (json_text(arguments) or "")
 
     def tool_calls(self) -> list[ToolCall]:

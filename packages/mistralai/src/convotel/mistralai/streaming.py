@@ -12,7 +12,7 @@ from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GEN_A
 
 from convotel.attributes import Message, Pair, model_attributes
 from convotel.mistralai.extraction import output_messages, usage_pairs
-from convotel.payloads import ToolCallDeltas, content_parts, field, sequence_of
+from convotel.payloads import ToolCallDeltas, content_parts, field
 from convotel.spans import StreamError
 
 
@@ -55,7 +55,7 @@ class CompletionStreamAccumulator:
             delta = field(choice, "delta")
             state.role = field(delta, "role") or state.role
             state.text.append(_text(field(delta, "content")))
-            for position, raw_call in enumerate(sequence_of(field(delta, "tool_calls"))):
+            for position, raw_call in enumerate(field(delta, "tool_calls") or ()):
                 state.tool_calls.add(raw_call, position)
             state.finish_reason = field(choice, "finish_reason") or state.finish_reason
 
