@@ -37,7 +37,7 @@ from convotel.attributes import (
     tool_definition_attributes,
 )
 from convotel.json_encoding import json_text, safe_json_dumps
-from convotel.payloads import field, text_of, usage_count_attributes
+from convotel.payloads import field, text_of, tool_call, usage_count_attributes
 
 LLM = OpenInferenceSpanKindValues.LLM.value
 EMBEDDING = OpenInferenceSpanKindValues.EMBEDDING.value
@@ -151,13 +151,12 @@ def as_tool_call(call: object) -> ToolCall:
     if hasattr(call, "tool_name"):
         arguments: object = getattr(call, "tool_kwargs", None)
         return ToolCall(getattr(call, "tool_call_id", None), call.tool_name, json_text(arguments))
-    function = field(call, "function")
-    return ToolCall(
+    if field(call, "function") is not None:  # OpenAI-shaped: the core's reader
+        return tool_call(call)
+    return ToolCall(  # name and args (or input) at the top, as other providers send them
         id=text_of(field(call, "id")),
-        name=text_of(field(function, "name") or field(call, "name")),
-        arguments=json_text(
-            field(function, "arguments") or field(call, "args") or field(call, "input")
-        ),
+        name=text_of(field(call, "name")),
+        arguments=json_text(field(call, "args") or field(call, "input")),
     )
 
 
