@@ -144,7 +144,7 @@ class _NoAccumulator:
         return ()
 
 
-_NO_ACCUMULATOR = _NoAccumulator()
+_NONE = _NoAccumulator()
 
 
 class CallFinish:
@@ -158,9 +158,7 @@ class CallFinish:
 
     def __init__(self, call: CallSpan, accumulator: StreamAccumulator | None = None) -> None:
         self.call = call
-        self.accumulator: StreamAccumulator = (
-            accumulator if accumulator is not None else _NO_ACCUMULATOR
-        )
+        self.accumulator: StreamAccumulator = accumulator if accumulator is not None else _NONE
         self.started = False
         self.exhausted = False
         self.watch: StreamWatch | None = None
@@ -238,7 +236,10 @@ class CallFinish:
         attributes: Iterable[Pair] = (),
     ) -> None:
         """End the span with ``outcome`` (``None``: not a stream) by :func:`end_call`'s rule."""
-        end_call(self.call, outcome, error, attributes, self.accumulator)
+        accumulator = self.accumulator
+        end_call(
+            self.call, outcome, error, attributes, None if accumulator is _NONE else accumulator
+        )
 
 
 def end_call(
