@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -138,9 +139,17 @@ def _chunk(text: str) -> dict[str, Any]:
     }
 
 
+def _openai_http_module(openai: Any) -> Any:
+    """The HTTP library this openai sends through: httpx (openai 2.x) or httpx2 (3.x)."""
+    for base in openai.DefaultHttpxClient.__mro__:
+        if base.__name__ == "Client" and base.__module__.startswith("httpx"):
+            return importlib.import_module(base.__module__.split(".")[0])
+    pytest.skip("cannot tell which HTTP library this openai uses")
+
+
 def open_openai(tracer_provider: TracerProvider) -> Iterator[Opener]:
     openai = pytest.importorskip("openai")
-    httpx2 = pytest.importorskip("httpx2")
+    http = _openai_http_module(openai)
     from convotel.openai import OpenAIInstrumentor
 
     def opener(failure: BaseException | None, provider_error: bool) -> Opened:
@@ -154,13 +163,11 @@ def open_openai(tracer_provider: TracerProvider) -> Iterator[Opener]:
             yield b"data: [DONE]\n\n"
 
         def respond(request: Any) -> Any:
-            return httpx2.Response(
-                200, headers={"content-type": "text/event-stream"}, content=body()
-            )
+            return http.Response(200, headers={"content-type": "text/event-stream"}, content=body())
 
         client = openai.OpenAI(
             api_key="sk-test",
-            http_client=httpx2.Client(transport=httpx2.MockTransport(respond)),
+            http_client=http.Client(transport=http.MockTransport(respond)),
             max_retries=0,
         )
         manager = client.chat.completions.with_streaming_response.create(
