@@ -21,7 +21,7 @@ from typing import Any
 
 from openai import AsyncStream, Stream
 
-from convotel.attributes import Message, ToolCall, model_attributes
+from convotel.attributes import Message, model_attributes
 from convotel.call_span import CallSpan
 from convotel.endpoints import Endpoint
 from convotel.finish import CallFinish, StreamAccumulator, StreamError
@@ -33,6 +33,7 @@ from convotel.openai.extraction import (
     output_attributes,
     responses_response_attributes,
 )
+from convotel.payloads import ToolCallDeltas
 from convotel.streams import AsyncStreamProxy, ObjectProxy, StreamProxy
 
 
@@ -44,15 +45,14 @@ class _Choice:
     def __init__(self) -> None:
         self.role: str | None = None
         self.texts: list[str] = []
-        self.tool_calls: dict[int, ToolCall] = {}
+        self.tool_calls = ToolCallDeltas()
         self.finish_reason: str | None = None
 
     def message(self) -> Message:
-        calls = [self.tool_calls[i] for i in sorted(self.tool_calls)]
         return Message(
             role=self.role or "assistant",
             content="".join(self.texts) if self.texts else None,
-            tool_calls=calls,
+            tool_calls=self.tool_calls.tool_calls(),
         )
 
 
@@ -110,14 +110,13 @@ class ChatStreamAccumulator:
             state.role = delta.role
         if delta.tool_calls:
             for call_delta in delta.tool_calls:
-                call = state.tool_calls.get(call_delta.index)
-                if call is None:
-                    call = state.tool_calls[call_delta.index] = ToolCall(arguments="")
-                call.id = call_delta.id or call.id
                 function = call_delta.function
-                if function is not None:
-                    call.name = function.name or call.name
-                    call.arguments = (call.arguments or "") + (function.arguments or "")
+                if function is None:
+                    state.tool_calls.add_parts(call_delta.index, call_delta.id, None, None)
+                else:
+                    state.tool_calls.add_parts(
+                        call_delta.index, call_delta.id, function.name, function.arguments
+                    )
 
     def attributes(self) -> Iterator[Pair]:
         yield from model_attributes(response_model=self._model)
