@@ -18,7 +18,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from convotel import get_attributes_from_context
 from convotel.propagation import SessionSpanProcessor
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/*.py helper modules
+# Helper modules shared by several test folders (not tests/ itself: its folders are named like
+# the SDKs, and would shadow an SDK that is not installed).
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 
 @pytest.fixture
