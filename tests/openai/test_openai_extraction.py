@@ -50,6 +50,9 @@ def test_one_shot_message_iterables_are_not_consumed() -> None:
     [
         ({"stream": True}, True),
         ({"stream": True, "stream_options": omit}, True),
+        ({"stream": True, "stream_options": None}, True),
+        ({"stream": True, "stream_options": "yes"}, False),  # a bad argument stays the app's
+        ({"stream": True, "stream_options": ["include_usage"]}, False),
         ({"stream": True, "stream_options": {"include_obfuscation": False}}, True),
         ({"stream": True, "stream_options": {"include_usage": False}}, False),
         ({"stream": True, "extra_headers": {"X-Stainless-Raw-Response": "true"}}, False),

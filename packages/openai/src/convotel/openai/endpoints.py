@@ -25,6 +25,7 @@ from openai import APIResponse, AsyncAPIResponse, AsyncAzureOpenAI, AsyncStream,
 from openai._legacy_response import LegacyAPIResponse
 from openinference.semconv.trace import OpenInferenceSpanKindValues
 
+from convotel.attributes import is_unset
 from convotel.call_span import CallSpan
 from convotel.config import TraceConfig
 from convotel.endpoints import Endpoint
@@ -124,8 +125,11 @@ class UsageRequestingEndpoint(OpenAIEndpoint):
         if kwargs.get("stream") is not True or not self._get_config().request_stream_usage:
             return False
         options = kwargs.get("stream_options")
-        if isinstance(options, Mapping) and "include_usage" in options:
-            return False  # the application decided
+        if isinstance(options, Mapping):
+            if "include_usage" in options:
+                return False  # the application decided
+        elif not is_unset(options):
+            return False  # not an object: the application's request stays as it wrote it
         extra_body = kwargs.get("extra_body")  # sent over whatever convotel would add
         if isinstance(extra_body, Mapping) and "stream_options" in extra_body:
             return False
