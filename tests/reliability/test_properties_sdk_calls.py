@@ -308,16 +308,13 @@ def test_mistral_sdk_calls_with_bad_arguments_and_payloads_behave_as_uninstrumen
 
 
 def _usage_chunk_convotel_asked_for(kwargs: dict[str, Any], chunk: Any) -> bool:
-    """The usage-only chunk of a stream the application did not ask usage for: convotel asks for
-    it (``request_stream_usage``, on by default) and hides it. (A server that sends one unasked
-    cannot be told apart; the README says so.)"""
-    if kwargs.get("stream") is not True:
+    """The usage-only chunk of a stream convotel asked usage for (``request_stream_usage``, on by
+    default; the adapter's own decision) and so hides. (A server that sends one unasked cannot be
+    told apart; the README says so.)"""
+    from convotel.openai.endpoints import ChatCompletions
+
+    if not ChatCompletions(TraceConfig).requests_usage(kwargs):
         return False
-    options = kwargs.get("stream_options")
-    if isinstance(options, dict) and "include_usage" in options:
-        return False  # the application decided
-    if options is not None and not isinstance(options, dict):
-        return False  # not an object: sent as the application wrote it
     return getattr(chunk, "choices", None) == [] and getattr(chunk, "usage", None) is not None
 
 
