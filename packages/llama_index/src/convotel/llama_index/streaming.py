@@ -3,9 +3,10 @@
 LlamaIndex evaluates streams lazily: an LLM's ``stream_chat`` returns a generator whose body (the
 HTTP request included) runs when the caller iterates it, after LlamaIndex's span has exited and
 the caller's context has been restored. Nothing is left attached to the caller's context; instead
-each *step* of such a stream runs under the context of the call that returned it (attached before
-the step, detached right after), so a provider instrumentor's span made during iteration nests
-under the LlamaIndex span and is claimed by it:
+each *step* of such a stream runs under the context of the call that returned it, the way the
+core runs the steps of a generator decorated with ``using_session(...)`` (the core's step
+runners in :mod:`convotel.context_scope`), so a provider instrumentor's span made during
+iteration nests under the LlamaIndex span and is claimed by it:
 
 * :class:`StreamMethodPatch` wraps the stream methods of every LlamaIndex LLM class (also those
   defined later); the wrapper hands back the generator the call returned, proxied by
@@ -23,14 +24,18 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import wrapt
-from opentelemetry import context as context_api
 from opentelemetry.context import Context
 
 from convotel.attributes import output_value_attributes
 from convotel.call_span import CallSpan, Pair, log_once
+
+# The core's step runners, the ones ``ContextScope`` drives a decorated generator's body with:
+# a step runs under the body's context (a one-item list), keeps what the step changed there for
+# the next step, and gives the caller back its own context before it returns.
+from convotel.context_scope import _await_in, _run_in
 from convotel.finish import CallFinish
 from convotel.streams import AsyncStreamProxy, StreamProxy
 
@@ -38,8 +43,6 @@ if TYPE_CHECKING:  # wrapt >= 2 types ObjectProxy as a generic; wrapt 1.x cannot
     _ProxyBase = wrapt.ObjectProxy[Any]
 else:
     _ProxyBase = wrapt.ObjectProxy
-
-_T = TypeVar("_T")
 
 #: The LLM methods whose result is a lazy model stream (its request is made while iterating).
 STREAM_METHODS = ("stream_chat", "stream_complete", "astream_chat", "astream_complete")
@@ -52,47 +55,31 @@ _offered_streams: ContextVar[list[_Offer] | None] = ContextVar(
 )
 
 
-def _step(context: Context, step: Callable[..., _T], *args: Any) -> _T:
-    token = context_api.attach(context)
-    try:
-        return step(*args)
-    finally:
-        context_api.detach(token)
-
-
-async def _step_async(context: Context, step: Awaitable[_T]) -> _T:
-    token = context_api.attach(context)
-    try:
-        return await step
-    finally:
-        context_api.detach(token)
-
-
 class ContextStepGenerator(_ProxyBase):
     """A generator whose every step (``next``, ``send``, ``throw``, ``close``) runs under
-    ``context``; the caller's context is restored when the step returns. Closing it ends the
-    call (``finish``)."""
+    ``context`` (with what earlier steps changed in it); the caller's context is restored when
+    the step returns. Closing it ends the call (``finish``)."""
 
     def __init__(self, generator: Any, context: Context, finish: CallFinish) -> None:
         super().__init__(generator)
-        self._self_context = context
+        self._self_body_context = [context]
         self._self_finish = finish
 
     def __iter__(self) -> ContextStepGenerator:
         return self
 
     def __next__(self) -> Any:
-        return _step(self._self_context, self.__wrapped__.__next__)
+        return _run_in(self._self_body_context, self.__wrapped__.__next__)
 
     def send(self, value: Any) -> Any:
-        return _step(self._self_context, self.__wrapped__.send, value)
+        return _run_in(self._self_body_context, self.__wrapped__.send, value)
 
     def throw(self, *args: Any) -> Any:
-        return _step(self._self_context, self.__wrapped__.throw, *args)
+        return _run_in(self._self_body_context, self.__wrapped__.throw, *args)
 
     def close(self) -> None:
         try:
-            _step(self._self_context, self.__wrapped__.close)
+            _run_in(self._self_body_context, self.__wrapped__.close)
         finally:
             self._self_finish.closed()
 
@@ -103,24 +90,24 @@ class AsyncContextStepGenerator(_ProxyBase):
 
     def __init__(self, generator: Any, context: Context, finish: CallFinish) -> None:
         super().__init__(generator)
-        self._self_context = context
+        self._self_body_context = [context]
         self._self_finish = finish
 
     def __aiter__(self) -> AsyncContextStepGenerator:
         return self
 
     async def __anext__(self) -> Any:
-        return await _step_async(self._self_context, self.__wrapped__.__anext__())
+        return await _await_in(self._self_body_context, self.__wrapped__.__anext__())
 
     async def asend(self, value: Any) -> Any:
-        return await _step_async(self._self_context, self.__wrapped__.asend(value))
+        return await _await_in(self._self_body_context, self.__wrapped__.asend(value))
 
     async def athrow(self, *args: Any) -> Any:
-        return await _step_async(self._self_context, self.__wrapped__.athrow(*args))
+        return await _await_in(self._self_body_context, self.__wrapped__.athrow(*args))
 
     async def aclose(self) -> None:
         try:
-            await _step_async(self._self_context, self.__wrapped__.aclose())
+            await _await_in(self._self_body_context, self.__wrapped__.aclose())
         finally:
             self._self_finish.closed()
 
@@ -254,10 +241,10 @@ class ContextStreamProxy(StreamProxy):
 
     def __init__(self, stream: Any, call: CallSpan, context: Context) -> None:
         super().__init__(stream, call, TextAccumulator())
-        self._self_context = context
+        self._self_body_context = [context]
 
     def __next__(self) -> Any:
-        return _step(self._self_context, super().__next__)
+        return _run_in(self._self_body_context, super().__next__)
 
 
 class AsyncContextStreamProxy(AsyncStreamProxy):
@@ -265,7 +252,7 @@ class AsyncContextStreamProxy(AsyncStreamProxy):
 
     def __init__(self, stream: Any, call: CallSpan, context: Context) -> None:
         super().__init__(stream, call, TextAccumulator())
-        self._self_context = context
+        self._self_body_context = [context]
 
     async def __anext__(self) -> Any:
-        return await _step_async(self._self_context, super().__anext__())
+        return await _await_in(self._self_body_context, super().__anext__())
