@@ -1,0 +1,134 @@
+"""Sessions as text: the ``convotel sessions`` table and one session turn by turn
+(``convotel sessions show``)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from convotel.cli.text_table import (
+    Column,
+    format_duration,
+    format_table,
+    terminal_width,
+    truncate,
+)
+from convotel.sessions import Session, TokenCounts, Turn
+
+__all__ = ["format_session", "format_sessions_table"]
+
+_MAX_FIELD_CHARS = 4000  # per text field in `sessions show`
+
+
+def _local_time(nanoseconds: int) -> datetime:
+    return datetime.fromtimestamp(nanoseconds / 1e9, tz=timezone.utc).astimezone()
+
+
+def format_sessions_table(sessions: Sequence[Session], width: int | None = None) -> str:
+    """The ``convotel sessions`` table fitted to ``width`` (default: the terminal's); narrow
+    terminals lose the FIRST, LATENCY and LAST OUTPUT columns, in that order."""
+
+    def time_text(nanoseconds: int) -> str:
+        return f"{_local_time(nanoseconds):%m-%d %H:%M:%S}"
+
+    columns = [
+        Column("SESSION", [s.session_id for s in sessions], shrink_to=12),
+        Column("USER", [s.user_id or "-" for s in sessions], shrink_to=8),
+        Column("TURNS", [str(len(s.turns)) for s in sessions], right=True),
+        Column("FIRST", [time_text(s.first_time_ns) for s in sessions], drop_rank=1),
+        Column("LAST", [time_text(s.last_time_ns) for s in sessions]),
+        Column(
+            "LATENCY",
+            [format_duration(s.total_latency_ns) for s in sessions],
+            right=True,
+            drop_rank=2,
+        ),
+        Column("TOK IN", [f"{s.tokens.prompt:,}" for s in sessions], right=True),
+        Column("TOK OUT", [f"{s.tokens.completion:,}" for s in sessions], right=True),
+        Column("ERRORS", [str(s.errors) for s in sessions], right=True),
+        Column("FIRST INPUT", [truncate(s.first_input, 200) for s in sessions], shrink_to=13),
+        Column(
+            "LAST OUTPUT",
+            [truncate(s.last_output, 200) for s in sessions],
+            shrink_to=13,
+            drop_rank=3,
+        ),
+    ]
+    return format_table(columns, width or terminal_width())
+
+
+def _tokens_text(tokens: TokenCounts) -> str:
+    return f"{tokens.prompt:,} in / {tokens.completion:,} out ({tokens.total:,} total)"
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _MAX_FIELD_CHARS:
+        return text
+    return text[:_MAX_FIELD_CHARS] + f"… ({len(text) - _MAX_FIELD_CHARS:,} more characters)"
+
+
+def _labelled(label: str, text: str, width: int) -> list[str]:
+    """``label`` then ``text`` wrapped to ``width``, continuation lines aligned under the text."""
+    indent = " " * 4 + " " * 8
+    first_prefix = f"    {label:<8}"
+    lines: list[str] = []
+    for paragraph in _clip(text).splitlines() or [""]:
+        wrapped = textwrap.wrap(
+            paragraph,
+            width=max(20, width),
+            initial_indent=first_prefix if not lines else indent,
+            subsequent_indent=indent,
+            break_long_words=True,
+            replace_whitespace=False,
+        )
+        lines.extend(wrapped or [indent.rstrip()])
+    return lines
+
+
+def _turn_lines(number: int, turn: Turn, session_user: str | None, width: int) -> list[str]:
+    header = [
+        f"Turn {number}",
+        f"{_local_time(turn.start_ns):%H:%M:%S}",
+        format_duration(turn.latency_ns),
+        f"{turn.tokens.prompt:,} in / {turn.tokens.completion:,} out",
+        f"{turn.llm_calls} LLM call{'s' if turn.llm_calls != 1 else ''}",
+    ]
+    if turn.user_id is not None and turn.user_id != session_user:
+        header.append(f"user {turn.user_id}")
+    if turn.client_disconnected:
+        header.append("client went away")
+    title = truncate("-- " + " | ".join(header), width - 1) + " "
+    lines = [title + "-" * max(0, width - len(title))]
+    lines += _labelled("trace", turn.trace_id, width)
+    lines += _labelled("user", turn.input or "(no input recorded)", width)
+    for call in turn.tool_calls:
+        lines += _labelled("tool", f"{call.name}({call.arguments or ''})", width)
+    for error in turn.errors:
+        lines += _labelled("error", f"{error.span_name}: {error.message}", width)
+    if turn.output is not None:
+        lines += _labelled("model", turn.output, width)
+    elif not turn.errors and not turn.tool_calls:
+        lines += _labelled("model", "(no output recorded)", width)
+    return lines
+
+
+def format_session(session: Session, width: int | None = None) -> str:
+    """One session turn by turn, for ``convotel sessions show``."""
+    width = width or terminal_width()
+    first, last = _local_time(session.first_time_ns), _local_time(session.last_time_ns)
+    last_text = f"{last:%H:%M:%S}" if last.date() == first.date() else f"{last:%Y-%m-%d %H:%M:%S}"
+    users = ", ".join(session.user_ids) or "-"
+    lines = [
+        f"Session   {session.session_id}",
+        f"User      {users}",
+        f"Turns     {len(session.turns)}  |  LLM calls {session.llm_calls}  |  "
+        f"errors {session.errors}",
+        f"Tokens    {_tokens_text(session.tokens)}",
+        f"Time      {first:%Y-%m-%d %H:%M:%S} -> {last_text}  |  "
+        f"total latency {format_duration(session.total_latency_ns)}",
+    ]
+    for number, turn in enumerate(session.turns, start=1):
+        lines.append("")
+        lines += _turn_lines(number, turn, session.user_id, width)
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""``convotel sessions [show ID]``: its options and what it prints from the span store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, TextIO
+
+from convotel.cli.session_json import session_as_json
+from convotel.cli.session_text import format_session, format_sessions_table
+from convotel.sessions import Session
+from convotel.store import STORE_ENV_VAR, SpanStore, StoreError
+
+__all__ = ["DEFAULT_LIMIT", "add_sessions_command", "parse_time", "run_sessions"]
+
+DEFAULT_LIMIT = 50
+_RELATIVE_TIME = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+# ------------------------------------------------------------------------------------ options
+
+
+def parse_time(text: str, *, now: datetime | None = None) -> datetime:
+    """An ISO-8601 time (naive = local time) or a span back from now: ``90s``, ``15m``, ``2h``,
+    ``1d``, ``1w``."""
+    now = now or datetime.now(timezone.utc)
+    relative = _RELATIVE_TIME.fullmatch(text.strip().lower())
+    if relative:
+        amount, unit = float(relative.group(1)), relative.group(2)
+        return now - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO time (2026-11-25T17:20) nor a span like 30m, 2h, 1d"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _add_shared_options(parser: argparse.ArgumentParser, *, inherited: bool) -> None:
+    # In a sub-command the defaults are suppressed so `sessions --store X show ID` keeps X.
+    default: Any = argparse.SUPPRESS if inherited else None
+    parser.add_argument(
+        "--store",
+        metavar="PATH",
+        default=default,
+        help=f"span store file (default: ${STORE_ENV_VAR}, else .convotel/spans.sqlite3)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if inherited else False,
+        help="print JSON instead of text",
+    )
+
+
+def add_sessions_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``sessions`` (and its ``show``) to ``commands``, the result of
+    ``ArgumentParser.add_subparsers()``."""
+    sessions = commands.add_parser(
+        "sessions",
+        help="list the sessions in the span store (or `sessions show ID`)",
+        description="List sessions from the span store, most recently active first.",
+    )
+    _add_shared_options(sessions, inherited=False)
+    sessions.add_argument("--user", metavar="USER", help="only sessions of this user.id")
+    sessions.add_argument(
+        "--since",
+        metavar="WHEN",
+        type=parse_time,
+        help="only sessions active at or after WHEN (ISO time, or 30m, 2h, 1d ago)",
+    )
+    sessions.add_argument(
+        "--until",
+        metavar="WHEN",
+        type=parse_time,
+        help="only sessions started at or before WHEN (ISO time, or 30m, 2h, 1d ago)",
+    )
+    sessions.add_argument(
+        "--errors-only", action="store_true", help="only sessions with at least one error"
+    )
+    sessions.add_argument(
+        "--limit",
+        metavar="N",
+        type=_positive_int,
+        default=DEFAULT_LIMIT,
+        help=f"show at most N sessions (default {DEFAULT_LIMIT})",
+    )
+    actions = sessions.add_subparsers(dest="sessions_command", metavar="{show}")
+    show = actions.add_parser(
+        "show",
+        help="print one session turn by turn",
+        description="Print one session turn by turn (an unambiguous id prefix is enough).",
+    )
+    show.add_argument("session_id", metavar="ID")
+    _add_shared_options(show, inherited=True)
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def _find_session(store: SpanStore, wanted: str) -> Session | str:
+    """The session with id ``wanted`` (or the only one starting with it), else an explanation."""
+    session = store.session(wanted)
+    if session is not None:
+        return session
+    matches = [sid for sid in store.session_ids() if sid.startswith(wanted)]
+    if len(matches) == 1:
+        found = store.session(matches[0])
+        if found is not None:
+            return found
+    if len(matches) > 1:
+        listed = ", ".join(matches[:5]) + (", …" if len(matches) > 5 else "")
+        return f"{wanted!r} matches {len(matches)} sessions ({listed}); give more of the id"
+    return f"no session {wanted!r} in {store.path}; list them with `convotel sessions`"
+
+
+def run_sessions(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """Print the sessions ``args`` ask for (or one with ``show``); returns the exit status."""
+    try:
+        with SpanStore(args.store) as store:
+            if args.sessions_command == "show":
+                found = _find_session(store, args.session_id)
+                if isinstance(found, str):
+                    print(f"convotel: {found}", file=stderr)
+                    return 1
+                if args.json:
+                    print(
+                        json.dumps(session_as_json(found, with_turns=True), indent=2), file=stdout
+                    )
+                else:
+                    print(format_session(found), file=stdout)
+                return 0
+            sessions = store.sessions(
+                user_id=args.user,
+                since=args.since,
+                until=args.until,
+                errors_only=args.errors_only,
+                limit=args.limit,
+            )
+            if args.json:
+                print(json.dumps([session_as_json(s) for s in sessions], indent=2), file=stdout)
+            elif sessions:
+                print(format_sessions_table(sessions), file=stdout)
+                more = " (--limit to see more)" if len(sessions) == args.limit else ""
+                print(f"\n{len(sessions)} sessions{more} from {store.path}", file=stdout)
+            else:
+                filtered = any((args.user, args.since, args.until, args.errors_only))
+                hint = " matching these filters" if filtered else ""
+                print(f"No sessions{hint} in {store.path}.", file=stdout)
+            return 0
+    except StoreError as error:
+        print(f"convotel: {error}", file=stderr)
+        return 1
