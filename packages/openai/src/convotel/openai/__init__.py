@@ -18,12 +18,9 @@ from collections.abc import Collection, Sequence
 from convotel.config import TraceConfig
 from convotel.instrumentor import ConvotelInstrumentor, WrapTarget
 from convotel.openai.endpoints import (
-    ChatCompletions,
-    Completions,
-    Embeddings,
+    ENDPOINTS,
+    EndpointSpec,
     OpenAIEndpoint,
-    ParsedChatCompletions,
-    Responses,
     UsageRequestingEndpoint,
 )
 from convotel.openai.package import INSTRUMENTATION_NAME, _instruments
@@ -52,38 +49,24 @@ class OpenAIInstrumentor(ConvotelInstrumentor):
         return self.tracing.config
 
     def wrap_targets(self) -> Sequence[WrapTarget]:
-        chat = ChatCompletions(self._config)
-        completions = Completions(self._config)
-        responses = Responses(self._config)
-        sync_methods: tuple[tuple[str, str, OpenAIEndpoint], ...] = (
-            (
-                "openai.resources.chat.completions",
-                "Completions.parse",
-                ParsedChatCompletions(self._config),
-            ),
-            ("openai.resources.responses", "Responses.create", responses),
-            ("openai.resources.responses", "Responses.parse", responses),
-            ("openai.resources.embeddings", "Embeddings.create", Embeddings(self._config)),
-        )
-        #: May add ``stream_options`` to streamed calls (with the fallback for servers refusing it).
-        usage_requesting: tuple[tuple[str, str, UsageRequestingEndpoint], ...] = (
-            ("openai.resources.chat.completions", "Completions.create", chat),
-            ("openai.resources.completions", "Completions.create", completions),
-        )
-        return [
-            *(
-                target
-                for module, name, endpoint in usage_requesting
-                for target in (
+        built: dict[EndpointSpec, OpenAIEndpoint] = {}  # one endpoint per spec (shared state)
+        targets: list[WrapTarget] = []
+        for module, name, spec in ENDPOINTS:
+            endpoint = built.get(spec)
+            if endpoint is None:
+                endpoint = built[spec] = spec.endpoint(self._config)
+            if isinstance(endpoint, UsageRequestingEndpoint):  # with the rejection fallback
+                targets += (
                     WrapTarget(module, name, wrapper=sync_usage_wrapper(endpoint)),
                     WrapTarget(module, f"Async{name}", wrapper=async_usage_wrapper(endpoint)),
                 )
-            ),
-            *(WrapTarget(module, name, endpoint) for module, name, endpoint in sync_methods),
-            *(
-                WrapTarget(module, f"Async{name}", endpoint, is_async=True)
-                for module, name, endpoint in sync_methods
-            ),
+            else:
+                targets += (
+                    WrapTarget(module, name, endpoint),
+                    WrapTarget(module, f"Async{name}", endpoint, is_async=True),
+                )
+        return [
+            *targets,
             WrapTarget(
                 "openai._base_client", "SyncAPIClient._sleep_for_retry", wrapper=record_retries
             ),

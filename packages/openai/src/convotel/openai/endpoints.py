@@ -1,7 +1,9 @@
-"""One core :class:`~convotel.endpoints.Endpoint` per wrapped OpenAI method: what to extract.
+"""The wrapped OpenAI methods as a table: per method, what to extract (an :class:`EndpointSpec`).
 
-The core's wrappers own the span lifecycle; these classes only say how a request, a response and
-a stream of each endpoint turn into attributes, plus two OpenAI specifics shared by all of them:
+The core's wrappers own the span lifecycle. OpenAI's endpoints differ only in settings (span name
+and kind, which extractors of :mod:`convotel.openai.extraction` read the request and the response,
+which accumulator reads a stream, whether streamed calls ask for usage), so each is a spec and
+each wrapped method a row of :data:`ENDPOINTS`. What is behaviour stays code, shared by all:
 
 * ``.with_raw_response`` returns a ``LegacyAPIResponse`` (already read: parsed here, the SDK
   caches the result) and ``.with_streaming_response`` an unread ``APIResponse``
@@ -9,17 +11,21 @@ a stream of each endpoint turn into attributes, plus two OpenAI specifics shared
 * With ``TraceConfig(request_stream_usage=True)`` (the default) streamed chat and legacy
   completions are sent with ``stream_options={"include_usage": True}`` unless the application
   chose ``include_usage`` itself or reads the raw response; the extra usage-only chunk is then
-  hidden from the application (see :mod:`convotel.openai.stream_usage` for servers that refuse
-  the option).
+  hidden from the application (:class:`UsageRequestingEndpoint`; see
+  :mod:`convotel.openai.stream_usage` for servers that refuse the option).
+* ``chat.completions.parse`` records its ``response_format`` class as the JSON schema sent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import weakref
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 from openai import APIResponse, AsyncAPIResponse, AsyncAzureOpenAI, AsyncStream, AzureOpenAI, Stream
 from openai._legacy_response import LegacyAPIResponse
@@ -42,12 +48,28 @@ from convotel.openai.streaming import (
     proxy_stream,
 )
 
+__all__ = [
+    "ENDPOINTS",
+    "ChatCompletions",
+    "Completions",
+    "Embeddings",
+    "EndpointSpec",
+    "OpenAIEndpoint",
+    "ParsedChatCompletions",
+    "Responses",
+    "UsageRequestingEndpoint",
+    "Wrapped",
+    "provider_of",
+]
+
 _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
 _AZURE_CLIENTS = (AzureOpenAI, AsyncAzureOpenAI)
 _STREAMS = (Stream, AsyncStream)
 _STREAMS_AND_DEFERRED = (Stream, AsyncStream, APIResponse, AsyncAPIResponse)
 
 ConfigGetter = Callable[[], TraceConfig]
+RequestExtractor = Callable[[Mapping[str, Any]], Iterator[Pair]]
+ResponseExtractor = Callable[[Any], Iterator[Pair]]
 
 
 def provider_of(resource: Any) -> str:
@@ -55,41 +77,58 @@ def provider_of(resource: Any) -> str:
     return AZURE if isinstance(getattr(resource, "_client", None), _AZURE_CLIENTS) else OPENAI
 
 
-class OpenAIEndpoint(Endpoint):
-    """What every OpenAI endpoint shares; subclasses set the extractors."""
+@dataclass(frozen=True)
+class EndpointSpec:
+    """What one OpenAI endpoint records: span name and kind, how its request, response and
+    stream turn into attributes, and whether its streamed calls ask for usage."""
 
-    kind = OpenInferenceSpanKindValues.LLM
-    embedding = False
+    span_name: str
+    request: RequestExtractor
+    response: ResponseExtractor
+    #: Builds the accumulator of a streamed (or deferred raw) response; usage-requesting
+    #: endpoints pass it ``hide_usage_chunk``.
+    accumulator: Callable[..., StreamAccumulator] = NoStreamAccumulator
+    kind: OpenInferenceSpanKindValues = OpenInferenceSpanKindValues.LLM
+    #: The request's recorded parameters from the call's keyword arguments.
+    parameters: Callable[[Mapping[str, Any]], dict[str, Any]] = extraction.user_parameters
+    #: Streamed calls ask for (and hide) the usage chunk (:class:`UsageRequestingEndpoint`).
+    asks_stream_usage: bool = False
+
+    def endpoint(self, get_config: ConfigGetter) -> OpenAIEndpoint:
+        """The endpoint an instrumentor wraps methods with (one per spec and instrumentor)."""
+        if self.asks_stream_usage:
+            return UsageRequestingEndpoint(self, get_config)
+        return OpenAIEndpoint(self, get_config)
+
+
+class OpenAIEndpoint(Endpoint):
+    """One OpenAI endpoint, by its :class:`EndpointSpec`, with the raw-response paths."""
+
     exposes_call = True  # found by the retry hook (retries.py, through inside_call)
 
-    def __init__(self, get_config: ConfigGetter) -> None:
+    def __init__(self, spec: EndpointSpec, get_config: ConfigGetter) -> None:
+        self.spec = spec
+        self.span_name = spec.span_name
+        self.kind = spec.kind
+        self._embedding = spec.kind is OpenInferenceSpanKindValues.EMBEDDING
         self._get_config = get_config
 
-    def extract_request(self, parameters: Mapping[str, Any]) -> Iterator[Pair]:
-        return iter(())
-
-    def extract_response(self, response: Any) -> Iterator[Pair]:
-        return iter(())
-
     def new_accumulator(self, response: Any, kwargs: Mapping[str, Any]) -> StreamAccumulator:
-        return NoStreamAccumulator()
-
-    def request_parameters(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        return extraction.user_parameters(kwargs)
+        return self.spec.accumulator()
 
     def request_attributes(
         self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Iterator[Pair]:
-        parameters = self.request_parameters(kwargs)
+        parameters = self.spec.parameters(kwargs)
         common = extraction.common_request_attributes(
-            provider_of(instance), parameters, embedding=self.embedding
+            provider_of(instance), parameters, embedding=self._embedding
         )
-        return chain(common, self.extract_request(parameters))
+        return chain(common, self.spec.request(parameters))
 
     def response_attributes(self, response: Any) -> Iterator[Pair]:
         if isinstance(response, LegacyAPIResponse):  # .with_raw_response: the body is read
             response = response.parse()
-        return self.extract_response(response)
+        return self.spec.response(response)
 
     def stream_accumulator(
         self, response: Any, kwargs: Mapping[str, Any]
@@ -114,8 +153,8 @@ class UsageRequestingEndpoint(OpenAIEndpoint):
     it, and reports such responses through :meth:`sent_unchanged`.
     """
 
-    def __init__(self, get_config: ConfigGetter) -> None:
-        super().__init__(get_config)
+    def __init__(self, spec: EndpointSpec, get_config: ConfigGetter) -> None:
+        super().__init__(spec, get_config)
         #: Servers that refused ``stream_options`` (their calls are sent unchanged).
         self.rejecting = RejectingServers()
         self._unchanged: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -160,30 +199,16 @@ class UsageRequestingEndpoint(OpenAIEndpoint):
         return True
 
     def new_accumulator(self, response: Any, kwargs: Mapping[str, Any]) -> StreamAccumulator:
-        return ChatStreamAccumulator(hide_usage_chunk=self.hides_usage_chunk(response, kwargs))
+        return self.spec.accumulator(hide_usage_chunk=self.hides_usage_chunk(response, kwargs))
 
 
-class ChatCompletions(UsageRequestingEndpoint):
-    """``chat.completions.create`` (also reached by ``.stream(...)`` and the raw-response paths)."""
-
-    span_name = "ChatCompletion"
-
-    def extract_request(self, parameters: Mapping[str, Any]) -> Iterator[Pair]:
-        return extraction.chat_request_attributes(parameters)
-
-    def extract_response(self, response: Any) -> Iterator[Pair]:
-        return extraction.chat_response_attributes(response)
-
-
-class ParsedChatCompletions(ChatCompletions):
-    """``chat.completions.parse``: the ``response_format`` class is recorded as its JSON schema."""
-
-    def request_parameters(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        parameters = extraction.user_parameters(kwargs)
-        response_format = parameters.get("response_format")
-        if isinstance(response_format, type):
-            parameters["response_format"] = _response_format_schema(response_format)
-        return parameters
+def parsed_chat_parameters(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``chat.completions.parse``'s parameters: a ``response_format`` class as its JSON schema."""
+    parameters = extraction.user_parameters(kwargs)
+    response_format = parameters.get("response_format")
+    if isinstance(response_format, type):
+        parameters["response_format"] = _response_format_schema(response_format)
+    return parameters
 
 
 def _response_format_schema(response_format: type) -> object:
@@ -194,47 +219,59 @@ def _response_format_schema(response_format: type) -> object:
     return type_to_response_format_param(response_format)
 
 
-class Responses(OpenAIEndpoint):
-    """``responses.create`` / ``responses.parse`` (also reached by ``responses.stream(...)``)."""
+_EMBEDDING = OpenInferenceSpanKindValues.EMBEDDING
 
-    span_name = "Response"
+CHAT = EndpointSpec(
+    "ChatCompletion",
+    extraction.chat_request_attributes,
+    extraction.chat_response_attributes,
+    ChatStreamAccumulator,
+    asks_stream_usage=True,
+)
+#: ``parse`` never streams (the SDK's ``.stream(...)`` helper calls ``create``).
+PARSED_CHAT = dataclasses.replace(CHAT, parameters=parsed_chat_parameters, asks_stream_usage=False)
+RESPONSES = EndpointSpec(
+    "Response",
+    extraction.responses_request_attributes,
+    extraction.responses_response_attributes,
+    ResponsesStreamAccumulator,
+)
+COMPLETIONS = EndpointSpec(
+    "Completion",
+    extraction.completion_request_attributes,
+    extraction.completion_response_attributes,
+    CompletionStreamAccumulator,
+    asks_stream_usage=True,
+)
+EMBEDDINGS = EndpointSpec(
+    "CreateEmbeddings",
+    extraction.embedding_request_attributes,
+    extraction.embedding_response_attributes,
+    kind=_EMBEDDING,
+)
 
-    def extract_request(self, parameters: Mapping[str, Any]) -> Iterator[Pair]:
-        return extraction.responses_request_attributes(parameters)
 
-    def extract_response(self, response: Any) -> Iterator[Pair]:
-        return extraction.responses_response_attributes(response)
+class Wrapped(NamedTuple):
+    """A method of ``openai.resources.<module>`` (and its ``Async`` twin) and its endpoint."""
 
-    def new_accumulator(self, response: Any, kwargs: Mapping[str, Any]) -> StreamAccumulator:
-        return ResponsesStreamAccumulator()
-
-
-class Completions(UsageRequestingEndpoint):
-    """The legacy ``completions.create``."""
-
-    span_name = "Completion"
-
-    def extract_request(self, parameters: Mapping[str, Any]) -> Iterator[Pair]:
-        return extraction.completion_request_attributes(parameters)
-
-    def extract_response(self, response: Any) -> Iterator[Pair]:
-        return extraction.completion_response_attributes(response)
-
-    def new_accumulator(self, response: Any, kwargs: Mapping[str, Any]) -> StreamAccumulator:
-        return CompletionStreamAccumulator(
-            hide_usage_chunk=self.hides_usage_chunk(response, kwargs)
-        )
+    module: str
+    method: str
+    spec: EndpointSpec
 
 
-class Embeddings(OpenAIEndpoint):
-    """``embeddings.create``."""
+#: Every traced method (``chat.completions.stream`` and ``responses.stream`` call ``create``).
+ENDPOINTS: tuple[Wrapped, ...] = (
+    Wrapped("openai.resources.chat.completions", "Completions.create", CHAT),
+    Wrapped("openai.resources.chat.completions", "Completions.parse", PARSED_CHAT),
+    Wrapped("openai.resources.completions", "Completions.create", COMPLETIONS),
+    Wrapped("openai.resources.responses", "Responses.create", RESPONSES),
+    Wrapped("openai.resources.responses", "Responses.parse", RESPONSES),
+    Wrapped("openai.resources.embeddings", "Embeddings.create", EMBEDDINGS),
+)
 
-    span_name = "CreateEmbeddings"
-    kind = OpenInferenceSpanKindValues.EMBEDDING
-    embedding = True
-
-    def extract_request(self, parameters: Mapping[str, Any]) -> Iterator[Pair]:
-        return extraction.embedding_request_attributes(parameters)
-
-    def extract_response(self, response: Any) -> Iterator[Pair]:
-        return extraction.embedding_response_attributes(response)
+#: One endpoint of a spec, for callers building one outside an instrumentor (tests).
+ChatCompletions = partial(UsageRequestingEndpoint, CHAT)
+ParsedChatCompletions = partial(OpenAIEndpoint, PARSED_CHAT)
+Responses = partial(OpenAIEndpoint, RESPONSES)
+Completions = partial(UsageRequestingEndpoint, COMPLETIONS)
+Embeddings = partial(OpenAIEndpoint, EMBEDDINGS)
