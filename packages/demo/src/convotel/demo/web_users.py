@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from convotel.demo.app import Outcome, Progress
 from convotel.demo.bots import Reply
+from convotel.demo.conversations import Outcome, Progress
 from convotel.demo.script import Conversation, ScriptedTurn
 from convotel.demo.web_app import SESSION_HEADER, USER_HEADER, TurnReply, TurnRequest
 
