@@ -351,11 +351,23 @@ TRACED_BATCHES = 3
 # --- measuring ----------------------------------------------------------------------------------
 
 
+#: How long the event loop waits, releasing the GIL, for worker threads to finish their work item.
+WORKER_GRACE_S = 0.02
+
+
 async def settle() -> None:
     """Collect all garbage, and let the event loop finish closing the async generators it
-    finalizes (each collection may schedule more) until nothing is left to run."""
+    finalizes (each collection may schedule more) until nothing is left to run.
+
+    SDKs hand work to ``asyncio.to_thread`` (Mistral's async client runs its hooks there with
+    the response and a copy of the context, so the call's span): a pool thread drops its work
+    item only after it has handed back the result, so the loop waits a moment, releasing the
+    GIL, before collecting. A worker that kept its item for good would still fail the test.
+    """
     for _ in range(20):
-        gc.collect()
+        await asyncio.sleep(WORKER_GRACE_S)  # idle in the selector: pool threads get the GIL
+        while gc.collect():  # a finalizer may free more (a collection is not always enough)
+            pass
         await asyncio.sleep(0)  # the collection's finalizer callbacks create their tasks
         pending = asyncio.all_tasks() - {asyncio.current_task()}
         if not pending:
