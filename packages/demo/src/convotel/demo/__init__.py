@@ -9,7 +9,9 @@
 * :mod:`convotel.demo.bots`: the chatbot over the OpenAI, Mistral and LlamaIndex SDKs.
 * :mod:`convotel.demo.fake_server`: the in-process server speaking the OpenAI and Mistral wire
   formats on 127.0.0.1 (faults included); :mod:`convotel.demo.fake_answers` writes its bodies,
-  with :mod:`convotel.demo.fake_replies` as its deterministic "model".
+  with :mod:`convotel.demo.fake_replies` as its deterministic "model" (built from
+  :mod:`convotel.demo.fake_tokens`, :mod:`convotel.demo.fake_topics` and
+  :mod:`convotel.demo.fake_tool_calls`).
 * :mod:`convotel.demo.wire`: the OpenAI wire format as plain data, shared with the tests and the
   benchmarks.
 
