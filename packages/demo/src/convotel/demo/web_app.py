@@ -9,7 +9,8 @@ FastAPI instrumentation makes the HTTP server span the root of each turn's trace
 turn's input and output. The service keeps one bot (and so one history) per session.
 
 Imported only in ``--serve`` mode: it needs fastapi, uvicorn and
-opentelemetry-instrumentation-fastapi.
+opentelemetry-instrumentation-fastapi. uvicorn serves it in a thread
+(:class:`~convotel.demo.served_app.ServedApp`, re-exported here).
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ import asyncio
 import contextlib
 import dataclasses
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -32,14 +31,13 @@ from pydantic import BaseModel, Field
 from convotel.context import using_metadata, using_tags
 from convotel.demo.bots import ChatBot, Reply, TextSink
 from convotel.demo.script import Fault, Provider, ScriptedTurn
+from convotel.demo.served_app import ServedApp
 from convotel.web import SessionMiddleware
 
 __all__ = ["ChatService", "ServedApp", "TurnReply", "TurnRequest", "create_app"]
 
 SESSION_HEADER = "x-session-id"
 USER_HEADER = "x-user-id"
-#: Seconds uvicorn waits for open requests when the demo stops it.
-SHUTDOWN_TIMEOUT_S = 10
 
 
 class TurnRequest(BaseModel):
@@ -166,42 +164,3 @@ def create_app(service: ChatService, tracer_provider: TracerProvider) -> FastAPI
         app, tracer_provider=tracer_provider, exclude_spans=["receive", "send"]
     )
     return app
-
-
-class ServedApp:
-    """uvicorn serving an ASGI app on a free port of 127.0.0.1, in a thread of this process."""
-
-    def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            lifespan="off",
-            ws="none",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, name="convotel-demo-web", daemon=True
-        )
-        self.url = ""
-
-    def __enter__(self) -> ServedApp:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self._server.should_exit = True
-                raise RuntimeError("the demo's web service did not start (see the log above)")
-            time.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        """Stop serving; returns once every request has finished (and so its spans ended)."""
-        self._server.should_exit = True
-        self._thread.join(timeout=SHUTDOWN_TIMEOUT_S + 5)
