@@ -11,9 +11,8 @@ the ``authorization`` header filtered out. The tests replay these files with
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ from mistral_spans import (
     WEATHER_TOOL,
 )
 from mistralai.client import Mistral, errors
+
+from convotel.demo import wire
 
 CASSETTE_DIR = Path(__file__).resolve().parents[2] / "cassettes" / "mistralai"
 
@@ -48,68 +49,53 @@ class WireResponse:
 
 
 def compact(payload: Any) -> str:
-    return json.dumps(payload, separators=(",", ":"))
+    """A JSON body as the API sends it (no spaces)."""
+    return wire.encode_event(payload)
 
 
-def sse(events: Iterable[Any], *, done: bool = True, event_names: bool = False) -> str:
-    """Server-sent events: ``data: {...}`` blocks, optionally named, ending in ``[DONE]``."""
-    blocks = []
-    for event in events:
-        prefix = f"event: {event['type']}\n" if event_names else ""
-        blocks.append(f"{prefix}data: {compact(event)}\n\n")
-    if done:
-        blocks.append("data: [DONE]\n\n")
-    return "".join(blocks)
+def sse(events: Iterable[wire.Event], *, event_names: bool = False) -> str:
+    """Server-sent events: ``data: {...}`` blocks (``event:`` lines too with ``event_names``)."""
+    return wire.sse_body(events, named=event_names).decode()
 
 
-def usage(prompt: int, completion: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "total_tokens": prompt + completion,
-        "completion_tokens": completion,
-    }
+usage = wire.mistral_usage
+COMPLETION = wire.MistralEnvelope("5d5f3e2a9c8b4f7e8a1b2c3d4e5f6a7b", CHAT_MODEL, CREATED)
+CHUNKS = wire.MistralEnvelope("8e1c4b7a2d5f4e3b9c0a1d2e3f4a5b6c", CHAT_MODEL, CREATED)
 
 
 def chat_completion(
     message: dict[str, Any], finish_reason: str, *, model: str = CHAT_MODEL, tokens: tuple[int, int]
 ) -> str:
+    envelope = replace(COMPLETION, model=model)
     return compact(
-        {
-            "id": "5d5f3e2a9c8b4f7e8a1b2c3d4e5f6a7b",
-            "object": "chat.completion",
-            "model": model,
-            "usage": usage(*tokens),
-            "created": CREATED,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-        }
+        wire.mistral_chat_completion(envelope, message, usage(*tokens), finish_reason=finish_reason)
     )
 
 
-def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": "8e1c4b7a2d5f4e3b9c0a1d2e3f4a5b6c",
-        "object": "chat.completion.chunk",
-        "created": CREATED,
-        "model": extra.pop("model", CHAT_MODEL),
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
-        **extra,
-    }
+def chunk(
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    *,
+    model: str = CHAT_MODEL,
+    usage: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    envelope = replace(CHUNKS, model=model)
+    return wire.mistral_chat_chunk(envelope, delta, finish_reason=finish_reason, usage=usage)
 
 
 def error_body(message: str, error_type: str, code: str | None) -> str:
-    return compact(
-        {"object": "error", "message": message, "type": error_type, "param": None, "code": code}
-    )
+    return compact(wire.mistral_error_body(message, error_type, code))
+
+
+def answer(text: str) -> dict[str, Any]:
+    """The assistant message of a plain text answer."""
+    return wire.mistral_assistant_message(text)
 
 
 CHAT_STREAM_BODY = sse(
-    [
-        chunk({"role": "assistant", "content": ""}),
-        chunk({"content": "Bon"}),
-        chunk({"content": "jour"}),
-        chunk({"content": " !"}),
-        chunk({"content": ""}, "stop", usage=usage(9, 4)),
-    ]
+    wire.mistral_chat_stream(
+        CHUNKS, [{"content": piece} for piece in ("Bon", "jour", " !")], usage(9, 4)
+    )
 )
 
 # --- scenarios ------------------------------------------------------------------------------------
@@ -217,11 +203,7 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
         chat_complete,
         WireResponse(
             200,
-            chat_completion(
-                {"role": "assistant", "content": "Bonjour !", "tool_calls": None, "prefix": False},
-                "stop",
-                tokens=(9, 4),
-            ),
+            chat_completion(answer("Bonjour !"), "stop", tokens=(9, 4)),
         ),
     ),
     "chat_complete_tools": (
@@ -229,19 +211,9 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
         WireResponse(
             200,
             chat_completion(
-                {
-                    "role": "assistant",
-                    "content": "",
-                    "tool_calls": [
-                        {
-                            "id": "D681PevKs",
-                            "type": "function",
-                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                            "index": 0,
-                        }
-                    ],
-                    "prefix": False,
-                },
+                wire.mistral_assistant_message(
+                    "", [wire.ToolCall("D681PevKs", "get_weather", '{"city": "Paris"}')]
+                ),
                 "tool_calls",
                 tokens=(88, 17),
             ),
@@ -252,14 +224,7 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
         WireResponse(
             200,
             chat_completion(
-                {
-                    "role": "assistant",
-                    "content": '{"city": "Paris", "country": "France"}',
-                    "tool_calls": None,
-                    "prefix": False,
-                },
-                "stop",
-                tokens=(27, 12),
+                answer('{"city": "Paris", "country": "France"}'), "stop", tokens=(27, 12)
             ),
         ),
     ),
@@ -290,6 +255,7 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
                         "tool_calls",
                         usage=usage(88, 17),
                     ),
+                    wire.DONE,
                 ]
             ),
             "text/event-stream; charset=utf-8",
@@ -299,17 +265,7 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
         fim_complete,
         WireResponse(
             200,
-            chat_completion(
-                {
-                    "role": "assistant",
-                    "content": "    return a + b",
-                    "tool_calls": None,
-                    "prefix": False,
-                },
-                "stop",
-                model=FIM_MODEL,
-                tokens=(21, 7),
-            ),
+            chat_completion(answer("    return a + b"), "stop", model=FIM_MODEL, tokens=(21, 7)),
         ),
     ),
     "fim_stream": (
@@ -321,6 +277,7 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
                     chunk({"role": "assistant", "content": ""}, model=FIM_MODEL),
                     chunk({"content": "    return"}, model=FIM_MODEL),
                     chunk({"content": " a + b"}, "stop", model=FIM_MODEL, usage=usage(12, 7)),
+                    wire.DONE,
                 ]
             ),
             "text/event-stream; charset=utf-8",
@@ -331,16 +288,12 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
         WireResponse(
             200,
             compact(
-                {
-                    "id": "b3a1c9d8e7f64a5b8c7d6e5f4a3b2c1d",
-                    "object": "list",
-                    "data": [
-                        {"object": "embedding", "embedding": [-0.0165, 0.0702, 0.0311], "index": 0},
-                        {"object": "embedding", "embedding": [-0.0241, 0.0558, 0.0127], "index": 1},
-                    ],
-                    "model": EMBED_MODEL,
-                    "usage": usage(6, 0),
-                }
+                wire.mistral_embeddings_body(
+                    [[-0.0165, 0.0702, 0.0311], [-0.0241, 0.0558, 0.0127]],
+                    body_id="b3a1c9d8e7f64a5b8c7d6e5f4a3b2c1d",
+                    model=EMBED_MODEL,
+                    prompt_tokens=6,
+                )
             ),
         ),
     ),
@@ -349,10 +302,7 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
         WireResponse(
             200,
             chat_completion(
-                {"role": "assistant", "content": "Bonjour !", "tool_calls": None, "prefix": False},
-                "stop",
-                model="mistral-medium-2508",
-                tokens=(41, 4),
+                answer("Bonjour !"), "stop", model="mistral-medium-2508", tokens=(41, 4)
             ),
         ),
     ),
@@ -367,6 +317,7 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
                     chunk(
                         {"content": " !"}, "stop", model="mistral-medium-2508", usage=usage(41, 4)
                     ),
+                    wire.DONE,
                 ]
             ),
             "text/event-stream; charset=utf-8",
@@ -481,7 +432,6 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
                         },
                     },
                 ],
-                done=False,
                 event_names=True,
             ),
             "text/event-stream; charset=utf-8",
@@ -516,7 +466,6 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
                         "code": 3000,
                     },
                 ],
-                done=False,
                 event_names=True,
             ),
             "text/event-stream; charset=utf-8",
@@ -595,10 +544,10 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
         chat_stream_expect_error,
         WireResponse(
             200,
-            "".join(
+            sse(
                 [
-                    f"data: {compact(chunk({'role': 'assistant', 'content': 'Bon'}))}\n\n",
-                    'data: {"id":"8e1c4b7a","choices":[{"index":0,"delta":{"content":"jo\n\n',
+                    chunk({"role": "assistant", "content": "Bon"}),
+                    '{"id":"8e1c4b7a","choices":[{"index":0,"delta":{"content":"jo',  # cut short
                 ]
             ),
             "text/event-stream; charset=utf-8",

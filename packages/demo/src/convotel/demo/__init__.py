@@ -12,8 +12,8 @@
   with :mod:`convotel.demo.fake_replies` as its deterministic "model" (built from
   :mod:`convotel.demo.fake_tokens`, :mod:`convotel.demo.fake_topics` and
   :mod:`convotel.demo.fake_tool_calls`).
-* :mod:`convotel.demo.wire`: the OpenAI wire format as plain data, shared with the tests and the
-  benchmarks.
+* :mod:`convotel.demo.wire`: the OpenAI and Mistral wire formats as plain data, shared with the
+  tests and the benchmarks.
 
 This package is the ``convotel-demo`` distribution: it brings the SDKs and adapters the demo drives
 (``openai``, ``mistralai``, ``llama-index-core``, ``convotel-openai``, ``convotel-mistralai``,

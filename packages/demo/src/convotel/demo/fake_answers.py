@@ -1,7 +1,7 @@
 """What the loopback server answers: the OpenAI and Mistral bodies for chat, embeddings, models
 and errors, from :mod:`convotel.demo.fake_replies` (the deterministic "model").
 
-OpenAI's bodies are built with :mod:`convotel.demo.wire`, Mistral's here. A request the real API
+Both providers' bodies are built with :mod:`convotel.demo.wire`. A request the real API
 would refuse (no or unknown model, bad body) raises :class:`APIError` with the provider's status,
 error type and code; :func:`error_payload` writes it in the provider's error shape.
 """
@@ -107,13 +107,7 @@ def error_payload(flavour: Flavour, error: APIError) -> dict[str, Any]:
     """The body of ``error`` in the provider's error shape."""
     if flavour == "openai":
         return wire.error_body(str(error), error.error_type, error.code)
-    return {
-        "object": "error",
-        "message": str(error),
-        "type": error.error_type,
-        "param": None,
-        "code": error.code,
-    }
+    return wire.mistral_error_body(str(error), error.error_type, error.code)
 
 
 def models_payload(flavour: Flavour) -> dict[str, Any]:
@@ -190,72 +184,36 @@ class MistralFormat:
 
     def __init__(self, body: Mapping[str, Any], plan: ReplyPlan, completion_id: str) -> None:
         self.plan = plan
-        self.id = completion_id[:32]
-        self.created = int(time.time())
-        self.model = str(body["model"])
+        self.envelope = wire.MistralEnvelope(
+            id=completion_id[:32], model=str(body["model"]), created=int(time.time())
+        )
+        self.tool_calls = [
+            wire.ToolCall(call.call_id[-9:], call.name, call.arguments_json)
+            for call in plan.tool_calls
+        ]
 
     def _usage(self) -> dict[str, int]:
-        plan = self.plan
-        return {
-            "prompt_tokens": plan.prompt_tokens,
-            "total_tokens": plan.prompt_tokens + plan.completion_tokens,
-            "completion_tokens": plan.completion_tokens,
-        }
-
-    def _tool_calls(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": call.call_id[-9:],
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments_json},
-                "index": index,
-            }
-            for index, call in enumerate(self.plan.tool_calls)
-        ]
+        return wire.mistral_usage(self.plan.prompt_tokens, self.plan.completion_tokens)
 
     def completion(self) -> dict[str, Any]:
         plan = self.plan
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": plan.text,
-            "tool_calls": None,
-            "prefix": False,
-        }
-        if plan.tool_calls:
-            message["tool_calls"] = self._tool_calls()
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "model": self.model,
-            "usage": self._usage(),
-            "created": self.created,
-            "choices": [{"index": 0, "message": message, "finish_reason": plan.finish_reason}],
-        }
-
-    def _chunk(
-        self, delta: dict[str, Any], finish_reason: str | None = None, last: bool = False
-    ) -> str:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
-        if last:
-            chunk["usage"] = self._usage()
-        return json.dumps(chunk)
+        message = wire.mistral_assistant_message(plan.text, self.tool_calls)
+        return wire.mistral_chat_completion(
+            self.envelope, message, self._usage(), finish_reason=plan.finish_reason
+        )
 
     def events(self) -> Iterator[str]:
         plan = self.plan
-        yield self._chunk({"role": "assistant", "content": ""})
-        if plan.tool_calls:
-            yield self._chunk({"tool_calls": self._tool_calls()})
+        if self.tool_calls:
+            calls = [wire.mistral_tool_call(i, call) for i, call in enumerate(self.tool_calls)]
+            deltas: list[dict[str, Any]] = [{"tool_calls": calls}]
         else:
-            for piece in plan.pieces:
-                yield self._chunk({"content": piece})
-        yield self._chunk({"content": ""}, plan.finish_reason, last=True)
-        yield "[DONE]"
+            deltas = [{"content": piece} for piece in plan.pieces]
+        events = wire.mistral_chat_stream(
+            self.envelope, deltas, self._usage(), finish_reason=plan.finish_reason
+        )
+        # Spaced JSON: the malformed-json fault drops the first ", " of an event.
+        return (wire.encode_event(event, compact=False) for event in events)
 
 
 def _raw_embedding_input(body: Mapping[str, Any]) -> object:
@@ -300,16 +258,5 @@ def embeddings_payload(flavour: Flavour, body: Mapping[str, Any]) -> dict[str, A
         return wire.embeddings_body(
             vectors, model=model, prompt_tokens=tokens, base64_encoded=as_base64
         )
-    data = [
-        {"object": "embedding", "index": index, "embedding": vector}
-        for index, vector in enumerate(vectors)
-    ]
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}
-    seed = request_seed(model, texts)
-    return {
-        "id": f"{seed:032x}"[:32],
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": usage,
-    }
+    body_id = f"{request_seed(model, texts):032x}"[:32]
+    return wire.mistral_embeddings_body(vectors, body_id=body_id, model=model, prompt_tokens=tokens)

@@ -1,7 +1,8 @@
-"""The OpenAI wire format as plain data: chat completions, chunk streams, embeddings and errors.
+"""The OpenAI and Mistral wire formats as plain data: chat completions, chunk streams,
+embeddings and errors.
 
-One kit for everything in convotel that has to answer like the OpenAI API: the demo's loopback
-server, the tests' hand-written cassettes and loopback servers, and the benchmarks' mock
+One kit for everything in convotel that has to answer like the OpenAI or Mistral API: the demo's
+loopback server, the tests' hand-written cassettes and loopback servers, and the benchmarks' mock
 transports. Bodies are dicts with their keys in the order the API sends them; :func:`sse_frame`
 and :func:`sse_body` frame them as ``text/event-stream``.
 
@@ -9,6 +10,9 @@ and :func:`sse_body` frame them as ``text/event-stream``.
     body = chat_completion(envelope, assistant_message("Hi!"), chat_usage(12, 3))
     events = text_stream(envelope, ["Hi", "!"], usage=chat_usage(12, 3))  # ends with "[DONE]"
     data = sse_body(events)
+
+Mistral's bodies (``mistral_*``) differ in their key order, their usage object and the ``prefix``
+and ``index`` fields; a Mistral stream sends its usage in the last chunk that has choices.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = [
     "DONE",
     "Envelope",
     "Event",
+    "MistralEnvelope",
     "ToolCall",
     "assistant_message",
     "chat_chunk",
@@ -33,6 +38,14 @@ __all__ = [
     "encode_event",
     "encode_vector",
     "error_body",
+    "mistral_assistant_message",
+    "mistral_chat_chunk",
+    "mistral_chat_completion",
+    "mistral_chat_stream",
+    "mistral_embeddings_body",
+    "mistral_error_body",
+    "mistral_tool_call",
+    "mistral_usage",
     "sse_body",
     "sse_frame",
     "text_stream",
@@ -285,6 +298,115 @@ def error_body(
 ) -> dict[str, Any]:
     """The API's error object (the body of an HTTP error, or an error event in a stream)."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+# -- Mistral -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MistralEnvelope:
+    """What every Mistral body of one completion repeats: its id, model and creation time."""
+
+    id: str
+    model: str
+    created: int
+
+
+def mistral_usage(prompt: int, completion: int) -> dict[str, int]:
+    """A Mistral ``usage`` object."""
+    return {
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + completion,
+        "completion_tokens": completion,
+    }
+
+
+def mistral_tool_call(index: int, call: ToolCall) -> dict[str, Any]:
+    """Tool call ``index`` of an assistant message (or of a stream's delta)."""
+    return {
+        "id": call.call_id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+        "index": index,
+    }
+
+
+def mistral_assistant_message(content: str, tool_calls: Sequence[ToolCall] = ()) -> dict[str, Any]:
+    """The assistant message of a Mistral ``chat.completion`` (``tool_calls`` is null when none)."""
+    calls = [mistral_tool_call(index, call) for index, call in enumerate(tool_calls)]
+    return {"role": "assistant", "content": content, "tool_calls": calls or None, "prefix": False}
+
+
+def mistral_chat_completion(
+    envelope: MistralEnvelope,
+    message: Mapping[str, Any],
+    usage: Mapping[str, Any],
+    *,
+    finish_reason: str = "stop",
+) -> dict[str, Any]:
+    """A Mistral ``chat.completion`` with one choice (also the body of FIM and agent calls)."""
+    return {
+        "id": envelope.id,
+        "object": "chat.completion",
+        "model": envelope.model,
+        "usage": dict(usage),
+        "created": envelope.created,
+        "choices": [{"index": 0, "message": dict(message), "finish_reason": finish_reason}],
+    }
+
+
+def mistral_chat_chunk(
+    envelope: MistralEnvelope,
+    delta: Mapping[str, Any],
+    *,
+    finish_reason: str | None = None,
+    usage: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One Mistral ``chat.completion.chunk``; the last one carries the call's ``usage``."""
+    choice = {"index": 0, "delta": dict(delta), "finish_reason": finish_reason, "logprobs": None}
+    chunk = {
+        "id": envelope.id,
+        "object": "chat.completion.chunk",
+        "created": envelope.created,
+        "model": envelope.model,
+        "choices": [choice],
+    }
+    if usage is not None:
+        chunk["usage"] = dict(usage)
+    return chunk
+
+
+def mistral_chat_stream(
+    envelope: MistralEnvelope,
+    deltas: Iterable[Mapping[str, Any]],
+    usage: Mapping[str, Any],
+    *,
+    finish_reason: str = "stop",
+) -> list[Event]:
+    """A Mistral stream: the role chunk, one chunk per delta (``{"content": piece}`` or
+    ``{"tool_calls": [...]}``), an empty chunk with the finish reason and ``usage``, ``[DONE]``.
+    """
+    events: list[Event] = [mistral_chat_chunk(envelope, {"role": "assistant", "content": ""})]
+    events += [mistral_chat_chunk(envelope, delta) for delta in deltas]
+    last = mistral_chat_chunk(envelope, {"content": ""}, finish_reason=finish_reason, usage=usage)
+    return [*events, last, DONE]
+
+
+def mistral_embeddings_body(
+    vectors: Iterable[Sequence[float]], *, body_id: str, model: str, prompt_tokens: int
+) -> dict[str, Any]:
+    """A Mistral embeddings ``list`` object, one item per vector in order."""
+    data = [
+        {"object": "embedding", "embedding": list(vector), "index": index}
+        for index, vector in enumerate(vectors)
+    ]
+    usage = mistral_usage(prompt_tokens, 0)
+    return {"id": body_id, "object": "list", "data": data, "model": model, "usage": usage}
+
+
+def mistral_error_body(message: str, error_type: str, code: str | None = None) -> dict[str, Any]:
+    """Mistral's error object (the body of an HTTP error)."""
+    return {"object": "error", "message": message, "type": error_type, "param": None, "code": code}
 
 
 # -- server-sent events --------------------------------------------------------------------------
