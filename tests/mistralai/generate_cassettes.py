@@ -92,6 +92,43 @@ def answer(text: str) -> dict[str, Any]:
     return wire.mistral_assistant_message(text)
 
 
+def conversation_usage(prompt: int, completion: int) -> dict[str, Any]:
+    """The ``usage`` of a Conversations API response (no connectors used)."""
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "connector_tokens": None,
+        "connectors": None,
+    }
+
+
+def conversation_response(
+    entry_id: str, times: tuple[str, str], content: str, *, tokens: tuple[int, int]
+) -> str:
+    """A ``conversation.response`` with one assistant message entry (``times``: created and
+    completed)."""
+    entry = {
+        "object": "entry",
+        "type": "message.output",
+        "created_at": times[0],
+        "completed_at": times[1],
+        "id": entry_id,
+        "agent_id": None,
+        "model": "mistral-medium-latest",
+        "role": "assistant",
+        "content": content,
+    }
+    return compact(
+        {
+            "object": "conversation.response",
+            "conversation_id": CONVERSATION_ID,
+            "outputs": [entry],
+            "usage": conversation_usage(*tokens),
+        }
+    )
+
+
 CHAT_STREAM_BODY = sse(
     wire.mistral_chat_stream(
         CHUNKS, [{"content": piece} for piece in ("Bon", "jour", " !")], usage(9, 4)
@@ -327,31 +364,11 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
         conversations_start,
         WireResponse(
             200,
-            compact(
-                {
-                    "object": "conversation.response",
-                    "conversation_id": CONVERSATION_ID,
-                    "outputs": [
-                        {
-                            "object": "entry",
-                            "type": "message.output",
-                            "created_at": "2026-01-01T00:00:00.120000Z",
-                            "completed_at": "2026-01-01T00:00:00.910000Z",
-                            "id": "msg_0198d2c6f4a1b2c3d4e5f6a7b8c9d0e1",
-                            "agent_id": None,
-                            "model": "mistral-medium-latest",
-                            "role": "assistant",
-                            "content": "Victor Hugo wrote Les Misérables.",
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": 11,
-                        "completion_tokens": 8,
-                        "total_tokens": 19,
-                        "connector_tokens": None,
-                        "connectors": None,
-                    },
-                }
+            conversation_response(
+                "msg_0198d2c6f4a1b2c3d4e5f6a7b8c9d0e1",
+                ("2026-01-01T00:00:00.120000Z", "2026-01-01T00:00:00.910000Z"),
+                "Victor Hugo wrote Les Misérables.",
+                tokens=(11, 8),
             ),
         ),
     ),
@@ -359,31 +376,11 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
         conversations_append,
         WireResponse(
             200,
-            compact(
-                {
-                    "object": "conversation.response",
-                    "conversation_id": CONVERSATION_ID,
-                    "outputs": [
-                        {
-                            "object": "entry",
-                            "type": "message.output",
-                            "created_at": "2026-01-01T00:01:00.100000Z",
-                            "completed_at": "2026-01-01T00:01:00.700000Z",
-                            "id": "msg_0198d2c7a0b1c2d3e4f5a6b7c8d9e0f1",
-                            "agent_id": None,
-                            "model": "mistral-medium-latest",
-                            "role": "assistant",
-                            "content": "It was published in 1862.",
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": 32,
-                        "completion_tokens": 9,
-                        "total_tokens": 41,
-                        "connector_tokens": None,
-                        "connectors": None,
-                    },
-                }
+            conversation_response(
+                "msg_0198d2c7a0b1c2d3e4f5a6b7c8d9e0f1",
+                ("2026-01-01T00:01:00.100000Z", "2026-01-01T00:01:00.700000Z"),
+                "It was published in 1862.",
+                tokens=(32, 9),
             ),
         ),
     ),
@@ -423,13 +420,7 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
                     {
                         "type": "conversation.response.done",
                         "created_at": "2026-01-01T00:00:00.910000Z",
-                        "usage": {
-                            "prompt_tokens": 11,
-                            "completion_tokens": 8,
-                            "total_tokens": 19,
-                            "connector_tokens": None,
-                            "connectors": None,
-                        },
+                        "usage": conversation_usage(11, 8),
                     },
                 ],
                 event_names=True,
