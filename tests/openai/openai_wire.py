@@ -26,6 +26,8 @@ AZURE_ENDPOINT = "https://convotel-test.openai.azure.com"
 AZURE_API_VERSION = "2024-10-21"
 #: An OpenAI-compatible server (``OpenAI(base_url=...)``), e.g. one that rejects stream_options.
 COMPATIBLE_BASE_URL = "https://llm.compatible.test/v1"
+#: Azure OpenAI's v1 API, reached with the plain ``OpenAI`` client.
+AZURE_V1_BASE_URL = f"{AZURE_ENDPOINT}/openai/v1/"
 API_KEY = "sk-test-not-a-real-key"
 
 CREATED = 1731000000
@@ -407,7 +409,9 @@ class Recipe:
     responses: tuple[WireResponse, ...]
     call: Call
     expected: object
-    client: str = "openai"  # or "azure", or "compatible" (at COMPATIBLE_BASE_URL)
+    #: "openai", "azure" (AzureOpenAI), "azure_v1" (OpenAI at AZURE_V1_BASE_URL) or
+    #: "compatible" (OpenAI at COMPATIBLE_BASE_URL)
+    client: str = "openai"
     max_retries: int = 2
 
 
@@ -423,6 +427,8 @@ def make_client(recipe: Recipe, **kwargs: Any) -> openai.OpenAI:
         )
     if recipe.client == "compatible":
         kwargs.setdefault("base_url", COMPATIBLE_BASE_URL)
+    if recipe.client == "azure_v1":
+        kwargs.setdefault("base_url", AZURE_V1_BASE_URL)
     return openai.OpenAI(api_key=API_KEY, **kwargs)
 
 
@@ -647,6 +653,64 @@ SERVER_ERROR = json_response(
     status=500,
     headers={"retry-after-ms": "1"},
 )
+
+# --- shapes OpenInference users rely on (issue #18) ----------------------------------------------
+
+WEATHER_FUNCTION: dict[str, Any] = {
+    key: WEATHER_TOOL["function"][key] for key in ("name", "description", "parameters")
+}
+FUNCTION_CALL = {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+#: A legacy function-calling round trip: the model's call, then the function's result.
+FUNCTION_CALL_FOLLOW_UP: list[dict[str, Any]] = [
+    WEATHER_QUESTION,
+    {"role": "assistant", "content": None, "function_call": FUNCTION_CALL},
+    {"role": "function", "name": "get_weather", "content": "18°C, cloudy"},
+]
+FUNCTION_CALL_STREAM_EVENTS: list[Event] = [
+    chat_chunk({"role": "assistant", "content": None, "refusal": None}),
+    chat_chunk({"function_call": {"name": "get_weather", "arguments": ""}}),
+    chat_chunk({"function_call": {"arguments": '{"ci'}}),
+    chat_chunk({"function_call": {"arguments": 'ty":"Paris"}'}}),
+    chat_chunk({}, finish_reason="function_call"),
+    wire.DONE,
+]
+IMAGE_URL = "https://example.com/cat.jpg"
+#: An image given as a plain URL string (accepted by OpenAI-compatible servers), and no text.
+IMAGE_ONLY_MESSAGES: list[dict[str, Any]] = [
+    {"role": "user", "content": [{"type": "image_url", "image_url": IMAGE_URL}]}
+]
+#: A request whose messages carry no text: the assistant's tool call is the last message.
+TOOL_CALL_ONLY_MESSAGES: list[dict[str, Any]] = [
+    {"role": "assistant", "content": None, "tool_calls": WEATHER_TOOL_CALLS[:1]}
+]
+RESPONSES_REASONING_ITEM: dict[str, Any] = {
+    "id": "rs_67ccd3a9",
+    "type": "reasoning",
+    "summary": [],
+}
+
+
+def _function_call_round_trip(client: Any) -> object:
+    first = client.chat.completions.create(
+        model=CHAT_MODEL, messages=[WEATHER_QUESTION], functions=[WEATHER_FUNCTION]
+    )
+    second = client.chat.completions.create(
+        model=CHAT_MODEL, messages=FUNCTION_CALL_FOLLOW_UP, functions=[WEATHER_FUNCTION]
+    )
+    return (first.choices[0].message.function_call.arguments, _message_text(second))
+
+
+def _stream_function_call(client: Any, **request: Any) -> object:
+    stream = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[WEATHER_QUESTION],
+        functions=[WEATHER_FUNCTION],
+        stream=True,
+        **request,
+    )
+    deltas = [c.choices[0].delta.function_call for c in stream if c.choices]
+    return "".join(d.arguments or "" for d in deltas if d is not None)
+
 
 RECIPES: tuple[Recipe, ...] = (
     Recipe(
@@ -1039,6 +1103,96 @@ RECIPES: tuple[Recipe, ...] = (
         ),
         lambda c: [m.id for m in c.models.list()],
         ["gpt-4o-mini", "text-embedding-3-small"],
+    ),
+    Recipe(
+        "chat_function_call",
+        (
+            json_response(
+                chat_completion(
+                    {"content": None, "function_call": FUNCTION_CALL},
+                    chat_usage(61, 16),
+                    finish_reason="function_call",
+                )
+            ),
+            json_response(
+                chat_completion({"content": "It is 18°C and cloudy in Paris."}, chat_usage(90, 11))
+            ),
+        ),
+        _function_call_round_trip,
+        ('{"city":"Paris"}', "It is 18°C and cloudy in Paris."),
+    ),
+    both_ways(
+        "chat_function_call_stream",
+        FUNCTION_CALL_STREAM_EVENTS,
+        _stream_function_call,
+        '{"city":"Paris"}',
+    ),
+    Recipe(
+        "chat_image_only",
+        (json_response(chat_completion({"content": "A cat on a sofa."}, chat_usage(95, 6))),),
+        lambda c: _message_text(
+            c.chat.completions.create(model=CHAT_MODEL, messages=IMAGE_ONLY_MESSAGES)
+        ),
+        "A cat on a sofa.",
+    ),
+    Recipe(
+        "chat_tool_call_last",
+        (json_response(chat_completion({"content": "Checking Paris."}, chat_usage(40, 4))),),
+        lambda c: _message_text(
+            c.chat.completions.create(
+                model=CHAT_MODEL, messages=TOOL_CALL_ONLY_MESSAGES, tools=[WEATHER_TOOL]
+            )
+        ),
+        "Checking Paris.",
+    ),
+    Recipe(
+        "chat_empty_reply",
+        (
+            json_response(
+                chat_completion(
+                    {"content": ""},
+                    chat_usage(12, 64, reasoning=64),
+                    finish_reason="length",
+                    model="o4-mini-2025-04-16",
+                )
+            ),
+        ),
+        lambda c: _message_text(
+            c.chat.completions.create(
+                model="o4-mini", messages=STREAM_MESSAGES, max_completion_tokens=64
+            )
+        ),
+        "",
+    ),
+    Recipe(
+        "responses_reasoning_only",
+        (
+            json_response(
+                response_object(
+                    [RESPONSES_REASONING_ITEM],
+                    status="incomplete",
+                    usage=responses_usage(12, 16, cached=0, reasoning=16),
+                    incomplete_reason="max_output_tokens",
+                )
+            ),
+        ),
+        lambda c: (
+            (
+                c.responses.create(
+                    model="o4-mini", input="Capital of France?", max_output_tokens=16
+                )
+            ).output_text
+        ),
+        "",
+    ),
+    Recipe(
+        "azure_v1_chat",
+        (json_response(chat_completion({"content": CHAT_TEXT}, chat_usage(24, 8))),),
+        lambda c: _message_text(
+            c.chat.completions.create(model="gpt-4o-deploy", messages=BASIC_MESSAGES)
+        ),
+        CHAT_TEXT,
+        client="azure_v1",
     ),
 )
 

@@ -92,7 +92,12 @@ def test_chat_completion_records_messages_model_usage_and_user_parameters(
     assert attributes[SpanAttributes.LLM_RESPONSE_MODEL_NAME] == "gpt-4o-mini-2024-07-18"
     assert attributes[SpanAttributes.LLM_MODEL_NAME] == "gpt-4o-mini-2024-07-18"
     parameters = json.loads(str(attributes[SpanAttributes.LLM_INVOCATION_PARAMETERS]))
-    assert parameters == {"temperature": 0.2, "max_tokens": 50, "user": "end-user-hash"}
+    assert parameters == {
+        "model": "gpt-4o-mini",
+        "temperature": 0.2,
+        "max_tokens": 50,
+        "user": "end-user-hash",
+    }
     assert attributes[SpanAttributes.INPUT_VALUE] == "What is the capital of France?"
     assert attributes[SpanAttributes.INPUT_MIME_TYPE] == "text/plain"
 
@@ -126,7 +131,8 @@ def test_cached_and_reasoning_token_counts_are_recorded(
     assert attributes[SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING] == 256
     assert attributes[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 1500
     assert json.loads(str(attributes[SpanAttributes.LLM_INVOCATION_PARAMETERS])) == {
-        "reasoning_effort": "low"
+        "model": "o4-mini",
+        "reasoning_effort": "low",
     }
 
 

@@ -83,7 +83,7 @@ def test_responses_create_records_instructions_input_output_and_usage(
     span = only_span()
     assert_paris_response(span, cached=16, reasoning=4)
     parameters = json.loads(attributes_of(span)[SpanAttributes.LLM_INVOCATION_PARAMETERS])
-    assert parameters == {"temperature": 1.0}
+    assert parameters == {"model": CHAT_MODEL, "temperature": 1.0}
 
 
 async def test_async_responses_create_is_traced(
@@ -106,7 +106,9 @@ def test_responses_function_tools_and_calls_are_recorded(
     attributes = attributes_of(only_span())
     schema = attributes[f"{SpanAttributes.LLM_TOOLS}.0.{ToolAttributes.TOOL_JSON_SCHEMA}"]
     assert json.loads(schema)["name"] == "get_weather"
-    assert attributes[f"{IN}.0.{CONTENT}"] == "Weather in Paris?"
+    # without instructions message 0 is left out: the input starts at 1, as OpenInference's
+    assert f"{IN}.0.{ROLE}" not in attributes
+    assert attributes[f"{IN}.1.{CONTENT}"] == "Weather in Paris?"
     call = f"{OUT}.0.{MessageAttributes.MESSAGE_TOOL_CALLS}.0."
     assert attributes[call + ToolCallAttributes.TOOL_CALL_ID] == "call_weather_paris"
     assert attributes[call + ToolCallAttributes.TOOL_CALL_FUNCTION_NAME] == "get_weather"
@@ -252,7 +254,8 @@ def test_embeddings_record_model_texts_vectors_and_usage(
     assert attributes[SpanAttributes.LLM_TOKEN_COUNT_PROMPT] == 6
     assert attributes[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 6
     # the SDK's own encoding_format=base64 default is not a parameter the user set
-    assert SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS not in attributes
+    parameters = json.loads(attributes[SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS])
+    assert parameters == {"model": "text-embedding-3-small"}
     assert SpanAttributes.LLM_INVOCATION_PARAMETERS not in attributes
 
 
@@ -269,7 +272,11 @@ async def test_async_embeddings_with_parameters_are_traced(
     attributes = attributes_of(only_span())
     assert attributes[f"{EMBEDDINGS}.0.{EmbeddingAttributes.EMBEDDING_TEXT}"] == "cat and dog"
     parameters = json.loads(attributes[SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS])
-    assert parameters == {"encoding_format": "float", "dimensions": 3}
+    assert parameters == {
+        "model": "text-embedding-3-small",
+        "encoding_format": "float",
+        "dimensions": 3,
+    }
 
 
 def test_hide_embedding_vectors_redacts_them(
@@ -303,7 +310,7 @@ def test_legacy_completion_records_prompt_choices_and_usage(
     assert attributes[SpanAttributes.LLM_FINISH_REASON] == "length"
     assert attributes[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 12
     parameters = json.loads(attributes[SpanAttributes.LLM_INVOCATION_PARAMETERS])
-    assert parameters == {"max_tokens": 7, "temperature": 0}
+    assert parameters == {"model": "gpt-3.5-turbo-instruct", "max_tokens": 7, "temperature": 0}
 
 
 def test_legacy_completion_stream_is_accumulated(

@@ -38,6 +38,7 @@ __all__ = [
     "document_attributes",
     "embedding_attributes",
     "embedding_input_value_attributes",
+    "embedding_summary",
     "input_value_attributes",
     "invocation_parameter_attributes",
     "is_unset",
@@ -87,6 +88,8 @@ _JSON = OpenInferenceMimeTypeValues.JSON.value
 _TEXT = OpenInferenceMimeTypeValues.TEXT.value
 _IMAGE_URL_KEY = f"{MessageContentAttributes.MESSAGE_CONTENT_IMAGE}.{ImageAttributes.IMAGE_URL}"
 _ARGUMENTS_KEY = ToolCallAttributes.TOOL_CALL_FUNCTION_ARGUMENTS_JSON
+_FUNCTION_NAME = MessageAttributes.MESSAGE_FUNCTION_CALL_NAME
+_FUNCTION_ARGUMENTS = MessageAttributes.MESSAGE_FUNCTION_CALL_ARGUMENTS_JSON
 
 
 def is_unset(value: Any) -> bool:
@@ -114,7 +117,8 @@ class ContentPart:
 
 @dataclass(slots=True)
 class Message:
-    """A chat message in provider-neutral form."""
+    """A chat message in provider-neutral form; ``function_call`` is a legacy (pre-tools)
+    function call (its ``id`` unused)."""
 
     role: str | None = None
     content: str | None = None
@@ -122,6 +126,7 @@ class Message:
     tool_calls: Sequence[ToolCall] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    function_call: ToolCall | None = None
 
 
 @dataclass(slots=True)
@@ -171,8 +176,8 @@ def message_text(message: Message) -> str | None:
 
 
 def llm_input_text(messages: Sequence[Message]) -> str | None:
-    """An LLM span's ``input.value``: the newest user message's text; when that message has no
-    text (or there is no user message), the newest text any message has (a tool result...)."""
+    """An LLM span's input text: the newest user message's text; when that message has no text
+    (or there is no user message), the newest text any message has (a tool result...)."""
     if messages:
         last = messages[-1]
         if last.role == "user" and last.content:  # the common case, without the loops
@@ -190,27 +195,56 @@ def llm_input_text(messages: Sequence[Message]) -> str | None:
     return None
 
 
+def _calls(message: Message) -> list[dict[str, str | None]] | None:
+    """A message's tool calls (``id``, ``name``, ``arguments``) or legacy function call
+    (``name``, ``arguments``), as recorded in ``input.value``/``output.value``; else ``None``."""
+    if message.tool_calls:
+        return [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls]
+    call = message.function_call
+    if call is not None:
+        return [{"name": call.name, "arguments": call.arguments}]
+    return None
+
+
 def llm_input_value_attributes(messages: Sequence[Message]) -> Iterator[Pair]:
-    """``input.value`` of an LLM span from its input messages (see :func:`llm_input_text`)."""
+    """``input.value`` of an LLM span from its input messages: the text of
+    :func:`llm_input_text`; when no message has text, the newest message's calls as JSON (as
+    ``output.value`` shows a reply's), else its content parts' types (never an image itself)."""
     text = llm_input_text(messages)
     if text is not None:
         yield SpanAttributes.INPUT_VALUE, text
         yield SpanAttributes.INPUT_MIME_TYPE, _TEXT
+    elif messages:
+        newest = messages[-1]
+        calls = _calls(newest)
+        if calls is not None:
+            yield from input_value_attributes(calls)
+        elif newest.parts:
+            yield from input_value_attributes([{"type": part.type} for part in newest.parts])
 
 
-def llm_output_value_attributes(messages: Sequence[Message]) -> Iterator[Pair]:
+def llm_output_value_attributes(
+    messages: Sequence[Message], *, replied: bool = False
+) -> Iterator[Pair]:
     """``output.value`` of an LLM span: the reply's text (the first output message's), else
-    its tool calls as JSON; nothing without output messages."""
-    if not messages:
+    its tool calls (or legacy function call) as JSON, else empty text: a reply always has one,
+    so a hidden output (the redaction marker) is told from none. Without output messages,
+    nothing unless ``replied`` (a response came, with no message in it)."""
+    if messages:
+        first = messages[0]
+        text = first.content or message_text(first)
+        if text is not None:
+            yield SpanAttributes.OUTPUT_VALUE, text
+            yield SpanAttributes.OUTPUT_MIME_TYPE, _TEXT
+            return
+        calls = _calls(first)
+        if calls is not None:
+            yield from output_value_attributes(calls)
+            return
+    elif not replied:
         return
-    first = messages[0]
-    text = first.content or message_text(first)
-    if text is not None:
-        yield SpanAttributes.OUTPUT_VALUE, text
-        yield SpanAttributes.OUTPUT_MIME_TYPE, _TEXT
-    elif first.tool_calls:
-        calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in first.tool_calls]
-        yield from output_value_attributes(calls)
+    yield SpanAttributes.OUTPUT_VALUE, ""
+    yield SpanAttributes.OUTPUT_MIME_TYPE, _TEXT
 
 
 def model_attributes(
@@ -260,9 +294,12 @@ def _message_keys(prefix: str, index: int) -> tuple[str, str, str]:
     return base, base + MessageAttributes.MESSAGE_ROLE, base + MessageAttributes.MESSAGE_CONTENT
 
 
-def message_attributes(prefix: str, messages: Iterable[Message]) -> Iterator[Pair]:
-    """Pairs for ``prefix`` (``llm.input_messages`` or ``llm.output_messages``) per message."""
-    for index, message in enumerate(messages):
+def message_attributes(
+    prefix: str, messages: Iterable[Message], first_index: int = 0
+) -> Iterator[Pair]:
+    """Pairs for ``prefix`` (``llm.input_messages`` or ``llm.output_messages``) per message,
+    numbered from ``first_index``."""
+    for index, message in enumerate(messages, first_index):
         base, role_key, content_key = _message_keys(prefix, index)
         if message.role is not None:
             yield role_key, message.role
@@ -276,6 +313,8 @@ def message_attributes(prefix: str, messages: Iterable[Message]) -> Iterator[Pai
             yield from _content_part_attributes(base, message.parts)
         if message.tool_calls:
             yield from _tool_call_attributes(base, message.tool_calls)
+        if message.function_call is not None:
+            yield from _function_call_attributes(base, message.function_call)
 
 
 def _content_part_attributes(base: str, parts: Iterable[ContentPart]) -> Iterator[Pair]:
@@ -297,6 +336,13 @@ def _tool_call_attributes(base: str, calls: Iterable[ToolCall]) -> Iterator[Pair
             yield call_base + ToolCallAttributes.TOOL_CALL_FUNCTION_NAME, call.name
         if call.arguments is not None:
             yield call_base + _ARGUMENTS_KEY, call.arguments
+
+
+def _function_call_attributes(base: str, call: ToolCall) -> Iterator[Pair]:
+    if call.name is not None:
+        yield base + _FUNCTION_NAME, call.name
+    if call.arguments is not None:
+        yield base + _FUNCTION_ARGUMENTS, call.arguments
 
 
 def tool_definition_attributes(tools: Iterable[Any]) -> Iterator[Pair]:
@@ -349,21 +395,39 @@ def usage_attributes(
             yield key, count
 
 
+def embedding_summary(vectors: Sequence[Any]) -> str:
+    """An EMBEDDING span's ``output.value``: how many vectors of how many dimensions (the
+    vectors themselves are in ``embedding.embeddings.*``), e.g. ``"2 vectors of 1536
+    dimensions"``; ``"1 vector"`` when its dimensions are unknown (base64 text)."""
+    count = f"{len(vectors)} vector" if len(vectors) == 1 else f"{len(vectors)} vectors"
+    first = vectors[0] if vectors else None
+    if not isinstance(first, (list, tuple)):
+        return count
+    return f"{count} of 1 dimension" if len(first) == 1 else f"{count} of {len(first)} dimensions"
+
+
 def embedding_attributes(
     *,
     model: str | None = None,
     texts: Sequence[str] | None = None,
-    vectors: Sequence[Sequence[float]] | None = None,
+    vectors: Sequence[Sequence[float] | str] | None = None,
 ) -> Iterator[Pair]:
-    """``embedding.model_name`` and ``embedding.embeddings.{i}.embedding.{text,vector}``."""
+    """``embedding.model_name``, ``embedding.embeddings.{i}.embedding.{text,vector}`` and, with
+    some ``vectors``, ``output.value`` (:func:`embedding_summary`); vectors that are not lists
+    of numbers (base64 text) are counted, not recorded."""
     if model:
         yield SpanAttributes.EMBEDDING_MODEL_NAME, model
     prefix = SpanAttributes.EMBEDDING_EMBEDDINGS
     for index, text in enumerate(texts or ()):
         if isinstance(text, str):
             yield f"{prefix}.{index}.{EmbeddingAttributes.EMBEDDING_TEXT}", text
-    for index, vector in enumerate(vectors or ()):
-        yield f"{prefix}.{index}.{EmbeddingAttributes.EMBEDDING_VECTOR}", vector
+    if not vectors:
+        return
+    for index, vector in enumerate(vectors):
+        if not isinstance(vector, str):
+            yield f"{prefix}.{index}.{EmbeddingAttributes.EMBEDDING_VECTOR}", vector
+    yield SpanAttributes.OUTPUT_VALUE, embedding_summary(vectors)
+    yield SpanAttributes.OUTPUT_MIME_TYPE, _TEXT
 
 
 def document_attributes(prefix: str, documents: Iterable[Document]) -> Iterator[Pair]:

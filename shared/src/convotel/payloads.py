@@ -34,6 +34,7 @@ __all__ = [
     "chat_messages",
     "content_parts",
     "field",
+    "function_call",
     "sequence_of",
     "text_of",
     "tool_call",
@@ -138,11 +139,18 @@ def tool_calls(calls: Any) -> list[ToolCall]:
     return [tool_call(call) for call in sequence_of(calls)]
 
 
+def function_call(call: Any) -> ToolCall | None:
+    """A legacy ``function_call`` (``name``, ``arguments``) of a message, if it has one."""
+    name, arguments = text_of(field(call, "name")), json_text(field(call, "arguments"))
+    return None if name is None and arguments is None else ToolCall(None, name, arguments)
+
+
 def chat_message(message: Any, role: str | None = None) -> Message:
     """A chat message (request or response); ``role`` when the payload names none.
 
     Text content is the message's ``content`` (its ``refusal`` when it has none); empty text
-    counts as none; list content becomes parts.
+    counts as none; list content becomes parts; tool calls and a legacy ``function_call`` are
+    kept.
     """
     get = values_of(message).get
     content = get("content")
@@ -157,6 +165,7 @@ def chat_message(message: Any, role: str | None = None) -> Message:
     calls = get("tool_calls")
     found = tool_calls(calls) if calls else ()
     message_role, call_id, name = get("role"), get("tool_call_id"), get("name")
+    legacy_call = get("function_call")
     # positional, conditionals inline: this runs for every message of every call
     return Message(
         message_role if isinstance(message_role, str) else role,
@@ -165,6 +174,7 @@ def chat_message(message: Any, role: str | None = None) -> Message:
         found,
         call_id if call_id is None or isinstance(call_id, str) else None,
         name if name is None or isinstance(name, str) else None,
+        None if legacy_call is None else function_call(legacy_call),
     )
 
 

@@ -37,7 +37,7 @@ from convotel.config import TraceConfig
 from convotel.endpoints import Endpoint
 from convotel.finish import StreamAccumulator
 from convotel.openai import extraction
-from convotel.openai.extraction import AZURE, OPENAI, Pair
+from convotel.openai.extraction import AZURE, Pair, provider_for_host
 from convotel.openai.stream_usage import RejectingServers
 from convotel.openai.streaming import (
     ChatStreamAccumulator,
@@ -72,9 +72,31 @@ RequestExtractor = Callable[[Mapping[str, Any]], Iterator[Pair]]
 ResponseExtractor = Callable[[Any], Iterator[Pair]]
 
 
+#: Provider per base URL object (kept alive here, so an id is never reused while cached).
+_PROVIDER_BY_URL: dict[int, tuple[object, str]] = {}
+_MAX_CACHED_URLS = 256
+
+
 def provider_of(resource: Any) -> str:
-    """``azure`` for the Azure clients, else ``openai``."""
-    return AZURE if isinstance(getattr(resource, "_client", None), _AZURE_CLIENTS) else OPENAI
+    """``azure`` for the Azure clients, else the provider its base URL's host names
+    (:func:`~convotel.openai.extraction.provider_for_host`; ``openai`` when none)."""
+    client = getattr(resource, "_client", None)
+    if isinstance(client, _AZURE_CLIENTS):
+        return AZURE
+    values = getattr(client, "__dict__", None)  # the URL as stored: the property costs ~1.5 µs
+    url = None
+    if isinstance(values, dict):
+        url = values.get("_configured_base_url") or values.get("_base_url")  # openai 3.x / 2.x
+    if url is None:
+        url = getattr(client, "base_url", None)
+    cached = _PROVIDER_BY_URL.get(id(url))
+    if cached is not None and cached[0] is url:
+        return cached[1]
+    provider = provider_for_host(getattr(url, "host", None))
+    if len(_PROVIDER_BY_URL) >= _MAX_CACHED_URLS:
+        _PROVIDER_BY_URL.clear()
+    _PROVIDER_BY_URL[id(url)] = (url, provider)
+    return provider
 
 
 @dataclass(frozen=True)

@@ -46,16 +46,57 @@ from convotel.payloads import (
     values_of,
 )
 
-__all__ = ["AZURE", "OPENAI", "Pair", "field"]
+__all__ = ["AZURE", "OPENAI", "Pair", "field", "provider_for_host"]
 
-OPENAI = OpenInferenceLLMProviderValues.OPENAI.value
-AZURE = OpenInferenceLLMProviderValues.AZURE.value
+_PROVIDER = OpenInferenceLLMProviderValues
+OPENAI = _PROVIDER.OPENAI.value
+AZURE = _PROVIDER.AZURE.value
 SYSTEM = OpenInferenceLLMSystemValues.OPENAI.value
 INPUT_MESSAGES = SpanAttributes.LLM_INPUT_MESSAGES
 OUTPUT_MESSAGES = SpanAttributes.LLM_OUTPUT_MESSAGES
-_NOT_PARAMETERS = frozenset({"model", "messages", "tools", "input", "instructions", "prompt"})
+#: Recorded as messages, tools or prompts rather than as invocation parameters (``model`` is
+#: a parameter too, as OpenInference records it).
+_NOT_PARAMETERS = frozenset({"messages", "tools", "input", "instructions", "prompt"})
+#: Providers by API host (the host or a subdomain of it), as OpenInference tells them apart.
+_HOST_PROVIDERS: tuple[tuple[str, str], ...] = tuple(
+    (host, provider.value)
+    for host, provider in (
+        ("api.openai.com", _PROVIDER.OPENAI),
+        ("openai.azure.com", _PROVIDER.AZURE),
+        ("services.ai.azure.com", _PROVIDER.AZURE),
+        ("cognitiveservices.azure.com", _PROVIDER.AZURE),
+        ("api.anthropic.com", _PROVIDER.ANTHROPIC),
+        ("api.cohere.com", _PROVIDER.COHERE),
+        ("api.cohere.ai", _PROVIDER.COHERE),
+        ("api.mistral.ai", _PROVIDER.MISTRALAI),
+        ("generativelanguage.googleapis.com", _PROVIDER.GOOGLE),
+        ("aiplatform.googleapis.com", _PROVIDER.GOOGLE),
+        ("amazonaws.com", _PROVIDER.AWS),
+        ("api.x.ai", _PROVIDER.XAI),
+        ("api.deepseek.com", _PROVIDER.DEEPSEEK),
+        ("api.groq.com", _PROVIDER.GROQ),
+        ("api.fireworks.ai", _PROVIDER.FIREWORKS),
+        ("api.moonshot.cn", _PROVIDER.MOONSHOT),
+        ("api.cerebras.ai", _PROVIDER.CEREBRAS),
+        ("api.perplexity.ai", _PROVIDER.PERPLEXITY),
+        ("api.together.ai", _PROVIDER.TOGETHER),
+        ("api.together.xyz", _PROVIDER.TOGETHER),
+        ("ollama.com", _PROVIDER.OLLAMA),
+    )
+)
 #: The request as the user gave it: no unset sentinels, secrets, headers or transport.
 user_parameters = user_arguments
+
+
+def provider_for_host(host: object) -> str:
+    """The provider serving the API at ``host``: Azure, Groq, xAI... by their API hosts, else
+    ``openai`` (the API the SDK speaks: a proxy, gateway or self-hosted server)."""
+    if isinstance(host, str):
+        host = host.lower()
+        for suffix, provider in _HOST_PROVIDERS:
+            if host == suffix or host.endswith("." + suffix):
+                return provider
+    return OPENAI
 
 
 def common_request_attributes(
@@ -75,9 +116,12 @@ def common_request_attributes(
         yield key, value
 
 
-def messages_and_tools_attributes(messages: Sequence[Message], tools: Any) -> Iterator[Pair]:
-    """Input messages, ``input.value`` and tool definitions of a chat or Responses request."""
-    yield from message_attributes(INPUT_MESSAGES, messages)
+def messages_and_tools_attributes(
+    messages: Sequence[Message], tools: Any, first_index: int = 0
+) -> Iterator[Pair]:
+    """Input messages (numbered from ``first_index``), ``input.value`` and tool definitions of
+    a chat or Responses request."""
+    yield from message_attributes(INPUT_MESSAGES, messages, first_index)
     yield from llm_input_value_attributes(messages)
     if tools and isinstance(tools, (list, tuple)):
         yield from tool_definition_attributes(tools)
@@ -117,6 +161,8 @@ def chat_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
 
 
 def responses_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
+    """Instructions as input message 0 (a system message) and the input from message 1 on, as
+    OpenInference numbers them (message 0 is left out without instructions)."""
     messages: list[Message] = []
     instructions = text_of(kwargs.get("instructions"))
     if instructions:
@@ -128,7 +174,8 @@ def responses_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
         message = response_item_message(item)
         if message is not None:
             messages.append(message)
-    return messages_and_tools_attributes(messages, kwargs.get("tools"))
+    first_index = 0 if instructions else 1
+    return messages_and_tools_attributes(messages, kwargs.get("tools"), first_index)
 
 
 def completion_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
@@ -155,12 +202,15 @@ def embedding_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
 chat_usage_attributes = usage_count_attributes
 
 
-def output_attributes(messages: Sequence[Message], finish_reason: Any) -> Iterator[Pair]:
-    """Output messages, ``llm.finish_reason`` (of the first choice) and ``output.value``."""
+def output_attributes(
+    messages: Sequence[Message], finish_reason: Any, *, replied: bool = False
+) -> Iterator[Pair]:
+    """Output messages, ``llm.finish_reason`` (of the first choice) and ``output.value`` (also
+    of a response without messages when ``replied``)."""
     yield from message_attributes(OUTPUT_MESSAGES, messages)
     if isinstance(finish_reason, str):
         yield SpanAttributes.LLM_FINISH_REASON, finish_reason
-    yield from llm_output_value_attributes(messages)
+    yield from llm_output_value_attributes(messages, replied=replied)
 
 
 def chat_response_attributes(completion: Any) -> Iterator[Pair]:
@@ -170,7 +220,7 @@ def chat_response_attributes(completion: Any) -> Iterator[Pair]:
     finish_reason = values_of(choices[0]).get("finish_reason") if choices else None
     return chain(  # one C-level chain: nested generators cost a frame switch per pair
         model_attributes(response_model=get("model")),
-        output_attributes(messages, finish_reason),
+        output_attributes(messages, finish_reason, replied=True),
         chat_usage_attributes(get("usage")),
     )
 
@@ -180,21 +230,24 @@ def responses_response_attributes(response: Any) -> Iterator[Pair]:
     messages = [m for m in map(response_item_message, sequence_of(field(response, "output"))) if m]
     status = field(response, "status")
     reason = field(field(response, "incomplete_details"), "reason")
-    yield from output_attributes(messages, reason if isinstance(reason, str) else status)
+    finish_reason = reason if isinstance(reason, str) else status
+    yield from output_attributes(messages, finish_reason, replied=True)
     yield from usage_count_attributes(field(response, "usage"))
 
 
-def completion_choice_attributes(texts: Sequence[str]) -> Iterator[Pair]:
+def completion_choice_attributes(texts: Sequence[str], *, replied: bool = False) -> Iterator[Pair]:
+    """``llm.choices`` and ``output.value`` (the first choice's text; empty when ``replied``
+    without choices)."""
     for index, text in enumerate(texts):
         yield f"{SpanAttributes.LLM_CHOICES}.{index}.{ChoiceAttributes.COMPLETION_TEXT}", text
-    if texts:
-        yield from output_value_attributes(texts[0])
+    if texts or replied:
+        yield from output_value_attributes(texts[0] if texts else "")
 
 
 def completion_response_attributes(completion: Any) -> Iterator[Pair]:
     yield from model_attributes(response_model=text_of(field(completion, "model")))
     choices = sequence_of(field(completion, "choices"))
-    yield from completion_choice_attributes([field(c, "text") or "" for c in choices])
+    yield from completion_choice_attributes([field(c, "text") or "" for c in choices], replied=True)
     if choices and isinstance(reason := field(choices[0], "finish_reason"), str):
         yield SpanAttributes.LLM_FINISH_REASON, reason
     yield from chat_usage_attributes(field(completion, "usage"))
@@ -204,6 +257,6 @@ def embedding_response_attributes(response: Any) -> Iterator[Pair]:
     model = text_of(field(response, "model"))
     vectors = [field(item, "embedding") for item in sequence_of(field(response, "data"))]
     yield from embedding_attributes(
-        model=model, vectors=[v for v in vectors if isinstance(v, list)]
+        model=model, vectors=[v for v in vectors if isinstance(v, (list, str))]
     )
     yield from usage_count_attributes(field(response, "usage"))

@@ -21,7 +21,7 @@ from typing import Any
 
 from openai import AsyncStream, Stream
 
-from convotel.attributes import Message, model_attributes
+from convotel.attributes import Message, ToolCall, model_attributes
 from convotel.call_span import CallSpan
 from convotel.endpoints import Endpoint
 from convotel.finish import CallFinish, StreamAccumulator, StreamError
@@ -40,19 +40,32 @@ from convotel.streams import AsyncStreamProxy, ObjectProxy, StreamProxy
 class _Choice:
     """What the chunks of one choice said so far."""
 
-    __slots__ = ("finish_reason", "role", "texts", "tool_calls")
+    __slots__ = ("finish_reason", "function_call", "role", "texts", "tool_calls")
 
     def __init__(self) -> None:
         self.role: str | None = None
         self.texts: list[str] = []
         self.tool_calls = ToolCallDeltas()
+        #: A legacy ``function_call`` (its name, and its arguments' fragments joined).
+        self.function_call: ToolCall | None = None
         self.finish_reason: str | None = None
+
+    def add_function_call(self, delta: Any) -> None:
+        call = self.function_call
+        if call is None:
+            call = self.function_call = ToolCall()
+        name, arguments = delta.name, delta.arguments
+        if name:
+            call.name = name
+        if arguments is not None:
+            call.arguments = (call.arguments or "") + arguments
 
     def message(self) -> Message:
         return Message(
             role=self.role or "assistant",
             content="".join(self.texts) if self.texts else None,
             tool_calls=self.tool_calls.tool_calls(),
+            function_call=self.function_call,
         )
 
 
@@ -104,8 +117,9 @@ class ChatStreamAccumulator:
         delta = choice.delta
         if delta is None:
             return
-        if delta.content:
-            state.texts.append(delta.content)
+        content = delta.content
+        if content:
+            state.texts.append(content)
         if delta.role is not None:
             state.role = delta.role
         if delta.tool_calls:
@@ -117,6 +131,8 @@ class ChatStreamAccumulator:
                     state.tool_calls.add_parts(
                         call_delta.index, call_delta.id, function.name, function.arguments
                     )
+        elif not content and (function_call := getattr(delta, "function_call", None)):
+            state.add_function_call(function_call)  # legacy function calling
 
     def attributes(self) -> Iterator[Pair]:
         yield from model_attributes(response_model=self._model)

@@ -1,0 +1,103 @@
+"""The shared OpenAI-shaped payload reader and the message builders every adapter writes with."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from openinference.semconv.trace import MessageAttributes, SpanAttributes
+
+from convotel.attributes import (
+    ContentPart,
+    Message,
+    ToolCall,
+    embedding_attributes,
+    embedding_summary,
+    llm_input_value_attributes,
+    llm_output_value_attributes,
+    message_attributes,
+)
+from convotel.payloads import chat_message
+
+IN = SpanAttributes.LLM_INPUT_MESSAGES
+FUNCTION_NAME = MessageAttributes.MESSAGE_FUNCTION_CALL_NAME
+FUNCTION_ARGUMENTS = MessageAttributes.MESSAGE_FUNCTION_CALL_ARGUMENTS_JSON
+CALL = {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "assistant", "content": None, "function_call": CALL},  # a request dict
+        SimpleNamespace(role="assistant", content=None, function_call=SimpleNamespace(**CALL)),
+    ],
+    ids=["dict", "sdk model"],
+)
+def test_a_legacy_function_call_is_read_and_recorded(message: Any) -> None:
+    read = chat_message(message)
+    assert read.function_call == ToolCall(None, "get_weather", '{"city":"Paris"}')
+    attributes = dict(message_attributes(IN, [read]))
+    assert attributes[f"{IN}.0.{FUNCTION_NAME}"] == "get_weather"
+    assert attributes[f"{IN}.0.{FUNCTION_ARGUMENTS}"] == '{"city":"Paris"}'
+
+
+def test_dict_function_call_arguments_are_recorded_as_json() -> None:
+    call = {"name": "f", "arguments": {"a": 1}}
+    read = chat_message({"role": "assistant", "function_call": call})
+    assert read.function_call is not None
+    assert json.loads(read.function_call.arguments or "") == {"a": 1}
+
+
+@pytest.mark.parametrize("garbage", [None, "not a call", 7, {}])
+def test_a_function_call_without_name_or_arguments_is_none(garbage: object) -> None:
+    assert chat_message({"role": "assistant", "function_call": garbage}).function_call is None
+
+
+def test_messages_are_numbered_from_the_first_index_given() -> None:
+    attributes = dict(message_attributes(IN, [Message("user", "hi")], first_index=1))
+    assert attributes == {
+        f"{IN}.1.{MessageAttributes.MESSAGE_ROLE}": "user",
+        f"{IN}.1.{MessageAttributes.MESSAGE_CONTENT}": "hi",
+    }
+
+
+def _input_value(messages: list[Message]) -> dict[str, Any]:
+    return dict(llm_input_value_attributes(messages))
+
+
+def test_input_value_without_any_text_is_the_newest_messages_calls_or_part_types() -> None:
+    calls = Message("assistant", tool_calls=[ToolCall("c1", "f", "{}")])
+    legacy = Message("assistant", function_call=ToolCall(None, "f", "{}"))
+    image = Message("user", parts=[ContentPart("image", image_url="data:image/png;base64,AAAA")])
+    assert json.loads(_input_value([image, calls])[SpanAttributes.INPUT_VALUE]) == [
+        {"id": "c1", "name": "f", "arguments": "{}"}
+    ]
+    assert json.loads(_input_value([legacy])[SpanAttributes.INPUT_VALUE]) == [
+        {"name": "f", "arguments": "{}"}
+    ]
+    value = _input_value([calls, image])[SpanAttributes.INPUT_VALUE]
+    assert json.loads(value) == [{"type": "image"}]  # never the image itself
+    assert _input_value([]) == {}
+    assert _input_value([calls, Message("tool", "18°C")])[SpanAttributes.INPUT_VALUE] == "18°C"
+
+
+def test_output_value_of_a_reply_without_text_or_calls_is_empty_text() -> None:
+    empty = dict(llm_output_value_attributes([Message("assistant", "")]))
+    assert empty[SpanAttributes.OUTPUT_VALUE] == ""
+    assert dict(llm_output_value_attributes([])) == {}  # no reply (a stream closed at once)
+    replied = dict(llm_output_value_attributes([], replied=True))  # a response without messages
+    assert replied[SpanAttributes.OUTPUT_VALUE] == ""
+
+
+def test_embedding_output_value_counts_vectors_and_their_dimensions() -> None:
+    assert embedding_summary([[0.1, 0.2, 0.3]]) == "1 vector of 3 dimensions"
+    assert embedding_summary([[0.1], [0.2]]) == "2 vectors of 1 dimension"
+    assert embedding_summary(["AAAAAA==", "AAAAAA=="]) == "2 vectors"
+    attributes = dict(embedding_attributes(vectors=["AAAAAA=="]))  # base64: counted, not recorded
+    assert attributes == {
+        SpanAttributes.OUTPUT_VALUE: "1 vector",
+        SpanAttributes.OUTPUT_MIME_TYPE: "text/plain",
+    }
+    assert SpanAttributes.OUTPUT_VALUE not in dict(embedding_attributes(texts=["cat"]))
