@@ -36,7 +36,7 @@ from opentelemetry.semconv.attributes.exception_attributes import (
 from opentelemetry.trace import format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
 
-from convotel.turns import reply_text, turn_input_text
+from convotel.turn_rule import reply_text, turn_input_text
 
 __all__ = [
     "Session",
@@ -379,7 +379,7 @@ def build_turn(trace_spans: Sequence[SpanRecord]) -> Turn:
 
 
 def _turn_input(root: SpanRecord, llm_spans: Sequence[SpanRecord]) -> str | None:
-    """The root's text input, else the turn rule of :mod:`convotel.turns` over the model calls:
+    """The root's text input, else the turn rule (:mod:`convotel.turn_rule`) over the model calls:
     the newest user message of the first call that has one."""
     text = _plain_text(root, SpanAttributes.INPUT_VALUE, SpanAttributes.INPUT_MIME_TYPE)
     if text is not None:
