@@ -105,6 +105,47 @@ async def test_decorator_on_an_async_generator() -> None:
     assert seen == [(0, "agen"), (1, "agen")]
 
 
+async def test_decorated_async_generator_forwards_asend_athrow_and_aclose() -> None:
+    events: list[Any] = []
+
+    @using_session("agen")
+    async def guarded() -> AsyncIterator[Any]:
+        try:
+            received = yield "ready"
+            while True:
+                try:
+                    received = yield (received, session())
+                except KeyError:
+                    received = yield "handled"
+        finally:
+            events.append(("body closed", session()))
+
+    generator = guarded()
+    assert await generator.asend(None) == "ready"
+    assert await generator.asend("hello") == ("hello", "agen")
+    assert await generator.athrow(KeyError("x")) == "handled"
+    await generator.aclose()  # the body's finally runs now, not when the generator is collected
+    events.append(("after aclose", session()))
+    assert events == [("body closed", "agen"), ("after aclose", None)]
+
+
+async def test_decorated_async_generator_raises_what_its_body_raises() -> None:
+    failure = ValueError("from the body")
+
+    @using_session("agen")
+    async def failing() -> AsyncIterator[int]:
+        yield 1
+        raise failure
+
+    generator = failing()
+    assert await anext(generator) == 1
+    with pytest.raises(ValueError, match="from the body") as raised:
+        await anext(generator)
+    assert raised.value is failure
+    with pytest.raises(StopAsyncIteration):
+        await anext(generator)
+
+
 async def test_generator_resumed_from_another_task_has_no_leak_and_no_detach_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -24,7 +24,7 @@ from opentelemetry.context import Context
 
 from convotel.turns import has_joiners, join_current_trace
 
-__all__ = ["ContextScope", "ContextUpdate"]
+__all__ = ["ContextScope", "ContextUpdate", "await_step_in", "run_step_in"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: A pure function of a Context returning the updated Context.
@@ -118,7 +118,7 @@ class ContextScope:
         @functools.wraps(function)
         def run(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
             body_context = [self._context()]
-            generator = _run_in(body_context, function, *args, **kwargs)
+            generator = run_step_in(body_context, function, *args, **kwargs)
             return (yield from _drive_generator(body_context, generator))
 
         return run
@@ -128,15 +128,29 @@ class ContextScope:
     ) -> Callable[..., AsyncGenerator[Any, Any]]:
         @functools.wraps(function)
         async def run(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            # The driver is this async generator itself (an ``async for`` around another one
+            # would not forward ``asend``, ``athrow`` or ``aclose`` to the body).
             body_context = [self._context()]
-            generator = _run_in(body_context, function, *args, **kwargs)
-            async for item in _drive_async_generator(body_context, generator):
-                yield item
+            generator = run_step_in(body_context, function, *args, **kwargs)
+            try:
+                item = await await_step_in(body_context, generator.asend(None))
+                while True:
+                    try:
+                        sent = yield item
+                    except GeneratorExit:
+                        await await_step_in(body_context, generator.aclose())
+                        raise
+                    except BaseException as exc:  # noqa: BLE001 - forwarded into the body
+                        item = await await_step_in(body_context, generator.athrow(exc))
+                    else:
+                        item = await await_step_in(body_context, generator.asend(sent))
+            except StopAsyncIteration:
+                return
 
         return run
 
 
-def _run_in(
+def run_step_in(
     body_context: list[Context], step: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Any:
     """Run one step of a generator body in its own context, keeping what the body changed.
@@ -156,44 +170,26 @@ def _drive_generator(
     body_context: list[Context], generator: Generator[Any, Any, Any]
 ) -> Generator[Any, Any, Any]:
     try:
-        item = _run_in(body_context, generator.send, None)
+        item = run_step_in(body_context, generator.send, None)
         while True:
             try:
                 sent = yield item
             except GeneratorExit:
-                _run_in(body_context, generator.close)
+                run_step_in(body_context, generator.close)
                 raise
             except BaseException as exc:  # noqa: BLE001 - forwarded into the generator
-                item = _run_in(body_context, generator.throw, exc)
+                item = run_step_in(body_context, generator.throw, exc)
             else:
-                item = _run_in(body_context, generator.send, sent)
+                item = run_step_in(body_context, generator.send, sent)
     except StopIteration as stop:
         return stop.value
 
 
-async def _await_in(body_context: list[Context], awaitable: Awaitable[Any]) -> Any:
+async def await_step_in(body_context: list[Context], awaitable: Awaitable[Any]) -> Any:
+    """Await one step of an async generator body in its own context (see :func:`run_step_in`)."""
     token = context_api.attach(body_context[0])
     try:
         return await awaitable
     finally:
         body_context[0] = context_api.get_current()
         context_api.detach(token)
-
-
-async def _drive_async_generator(
-    body_context: list[Context], generator: AsyncGenerator[Any, Any]
-) -> AsyncGenerator[Any, Any]:
-    try:
-        item = await _await_in(body_context, generator.asend(None))
-        while True:
-            try:
-                sent = yield item
-            except GeneratorExit:
-                await _await_in(body_context, generator.aclose())
-                raise
-            except BaseException as exc:  # noqa: BLE001 - forwarded into the generator
-                item = await _await_in(body_context, generator.athrow(exc))
-            else:
-                item = await _await_in(body_context, generator.asend(sent))
-    except StopAsyncIteration:
-        return

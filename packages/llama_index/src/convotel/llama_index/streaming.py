@@ -35,7 +35,7 @@ from convotel.call_span import CallSpan, Pair, log_once
 # The core's step runners, the ones ``ContextScope`` drives a decorated generator's body with:
 # a step runs under the body's context (a one-item list), keeps what the step changed there for
 # the next step, and gives the caller back its own context before it returns.
-from convotel.context_scope import _await_in, _run_in
+from convotel.context_scope import await_step_in, run_step_in
 from convotel.finish import CallFinish
 from convotel.streams import AsyncStreamProxy, StreamProxy
 
@@ -69,17 +69,17 @@ class ContextStepGenerator(_ProxyBase):
         return self
 
     def __next__(self) -> Any:
-        return _run_in(self._self_body_context, self.__wrapped__.__next__)
+        return run_step_in(self._self_body_context, self.__wrapped__.__next__)
 
     def send(self, value: Any) -> Any:
-        return _run_in(self._self_body_context, self.__wrapped__.send, value)
+        return run_step_in(self._self_body_context, self.__wrapped__.send, value)
 
     def throw(self, *args: Any) -> Any:
-        return _run_in(self._self_body_context, self.__wrapped__.throw, *args)
+        return run_step_in(self._self_body_context, self.__wrapped__.throw, *args)
 
     def close(self) -> None:
         try:
-            _run_in(self._self_body_context, self.__wrapped__.close)
+            run_step_in(self._self_body_context, self.__wrapped__.close)
         finally:
             self._self_finish.closed()
 
@@ -97,17 +97,17 @@ class AsyncContextStepGenerator(_ProxyBase):
         return self
 
     async def __anext__(self) -> Any:
-        return await _await_in(self._self_body_context, self.__wrapped__.__anext__())
+        return await await_step_in(self._self_body_context, self.__wrapped__.__anext__())
 
     async def asend(self, value: Any) -> Any:
-        return await _await_in(self._self_body_context, self.__wrapped__.asend(value))
+        return await await_step_in(self._self_body_context, self.__wrapped__.asend(value))
 
     async def athrow(self, *args: Any) -> Any:
-        return await _await_in(self._self_body_context, self.__wrapped__.athrow(*args))
+        return await await_step_in(self._self_body_context, self.__wrapped__.athrow(*args))
 
     async def aclose(self) -> None:
         try:
-            await _await_in(self._self_body_context, self.__wrapped__.aclose())
+            await await_step_in(self._self_body_context, self.__wrapped__.aclose())
         finally:
             self._self_finish.closed()
 
@@ -244,7 +244,7 @@ class ContextStreamProxy(StreamProxy):
         self._self_body_context = [context]
 
     def __next__(self) -> Any:
-        return _run_in(self._self_body_context, super().__next__)
+        return run_step_in(self._self_body_context, super().__next__)
 
 
 class AsyncContextStreamProxy(AsyncStreamProxy):
@@ -255,4 +255,4 @@ class AsyncContextStreamProxy(AsyncStreamProxy):
         self._self_body_context = [context]
 
     async def __anext__(self) -> Any:
-        return await _await_in(self._self_body_context, super().__anext__())
+        return await await_step_in(self._self_body_context, super().__anext__())
