@@ -178,15 +178,22 @@ class CallSpan:
         pending, unchanged = self._pending, self._unchanged
         try:
             for key, value in pairs:
-                if (
-                    type(value) in _PLAIN_TYPE_SET
-                    and key in unchanged
-                    and (type(value) is not int or _INT64_MIN <= value <= _INT64_MAX)
-                    and (type(value) is not str or value.isascii())  # O(1): a flag in CPython
-                ):
-                    pending[key] = value  # the hot path: a plain value recorded as it is
-                elif value is not None:
-                    self._record_converted(key, value)
+                # The hot path: a plain value under a key the config keeps as it is.
+                kind = type(value)
+                if kind is str:
+                    if key in unchanged:  # isascii is O(1) (a flag in CPython)
+                        pending[key] = value if value.isascii() else valid_unicode(value)
+                        continue
+                elif kind is int:
+                    if key in unchanged and _INT64_MIN <= value <= _INT64_MAX:
+                        pending[key] = value
+                        continue
+                elif value is None:
+                    continue
+                elif (kind is float or kind is bool) and key in unchanged:
+                    pending[key] = value
+                    continue
+                self._record_converted(key, value)
         except Exception as exc:  # noqa: BLE001 - extraction must never reach the caller
             log_once(where, exc)
 
@@ -352,7 +359,8 @@ class Tracing:
             call.owner, call.tracing, call.enclosing = owner, self, _innermost_call(ctx)
             # A weak reference: the call's own context must not keep the call alive (no cycle).
             call.context = context_api.set_value(_RUNNING_CALL_KEY, weakref.ref(call), span_context)
-        call.set_attributes(attributes)
+        if attributes != ():
+            call.set_attributes(attributes)
         return call
 
 
