@@ -117,6 +117,14 @@ class TraceConfig:
       application. ``False`` sends every request unchanged.
     * ``enable_genai_semconv`` [OPENINFERENCE_ENABLE_GENAI_SEMCONV] (default false): also write the
       OpenTelemetry GenAI names (``gen_ai.conversation.id``, ``gen_ai.usage.input_tokens``...).
+    * ``provider_sessions`` [CONVOTEL_PROVIDER_SESSIONS] (default true): when no session is in
+      force, a call's ``session.id`` is the provider's conversation (OpenAI ``conversation=`` and
+      ``previous_response_id`` chains, Mistral conversations; see
+      :mod:`convotel.provider_sessions`). ``False`` leaves such calls without a session.
+    * ``provider_user_ids`` [CONVOTEL_PROVIDER_USER_IDS] (default false): when no user is in
+      force, the id the application gave the provider for abuse monitoring (OpenAI's
+      ``safety_identifier``, else ``user``) becomes ``user.id``. Off by default: such ids are
+      often hashes made for the provider, not the application's user ids.
     """
 
     hide_inputs: bool = _option("OPENINFERENCE_HIDE_INPUTS", False)
@@ -134,6 +142,8 @@ class TraceConfig:
     max_value_length: int | None = _option("CONVOTEL_MAX_VALUE_LENGTH", None, "int")
     request_stream_usage: bool = _option("CONVOTEL_REQUEST_STREAM_USAGE", True)
     enable_genai_semconv: bool = _option("OPENINFERENCE_ENABLE_GENAI_SEMCONV", False)
+    provider_sessions: bool = _option("CONVOTEL_PROVIDER_SESSIONS", True)
+    provider_user_ids: bool = _option("CONVOTEL_PROVIDER_USER_IDS", False)
     _decisions: dict[str, _Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
