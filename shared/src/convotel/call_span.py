@@ -35,6 +35,7 @@ from convotel.config import TraceConfig
 from convotel.context import CONTEXT_ATTRIBUTES, get_attributes_from_context
 from convotel.genai import genai_attributes
 from convotel.json_encoding import safe_json_dumps, valid_unicode
+from convotel.provider_sessions import SESSION_SOURCE, session_source
 
 __all__ = [
     "DEFERRED_TO_PROVIDER",
@@ -61,6 +62,7 @@ _KIND_VALUES: dict[object, str] = {kind: kind.value for kind in OpenInferenceSpa
 _TOKEN_COUNT_PREFIX = "llm.token_count"
 _OK = Status(StatusCode.OK)
 _CONTEXT_KEYS = frozenset(CONTEXT_ATTRIBUTES)
+_SESSION = SpanAttributes.SESSION_ID
 _CLAIM_KEY = context_api.create_key("convotel-model-call-claim")
 _RUNNING_CALL_KEY = context_api.create_key("convotel-running-call")
 _PLAIN_TYPES = (str, bool, int, float)
@@ -342,6 +344,8 @@ class Tracing:
         initial: dict[str, AttributeValue] = {_KIND: kind_value}
         if not _CONTEXT_KEYS.isdisjoint(ctx):  # cheaper than seven lookups when none is set
             initial.update(get_attributes_from_context(ctx))
+            if _SESSION in initial:  # where the session came from (convotel.provider_sessions)
+                initial[SESSION_SOURCE] = session_source(ctx) or "context"
         claim = None
         if kind_value in (_LLM, _EMBEDDING):
             if framework:
