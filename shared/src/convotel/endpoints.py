@@ -13,6 +13,7 @@ from typing import Any
 
 from openinference.semconv.trace import OpenInferenceSpanKindValues
 from opentelemetry import context as context_api
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from convotel.call_span import CallSpan, Pair, SpanKindValue, Tracing, log_once
@@ -49,6 +50,13 @@ class Endpoint:
     def applies(self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
         """Whether this call should be traced at all (e.g. not a model call)."""
         return True
+
+    def provider_context(
+        self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Context | None:
+        """The context to start the call's span in when the request names the provider's own
+        conversation (see :mod:`convotel.provider_sessions`); ``None``: the current one."""
+        return None
 
     def adjust_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Return the keyword arguments to call the SDK with (default: unchanged)."""
@@ -94,8 +102,21 @@ def _start_call(
             return None, kwargs
         name = endpoint.name_for(instance, asynchronous)
         owner = (instance if instance is not None else tracing) if endpoint.exposes_call else None
+    except Exception as exc:  # noqa: BLE001
+        log_once(f"{endpoint.span_name} starting a span", exc)
+        return None, kwargs
+    try:
+        parent = endpoint.provider_context(instance, args, kwargs)
+    except Exception as exc:  # noqa: BLE001 - the call is traced without the provider's session
+        log_once(f"{name} reading the provider's session", exc)
+        parent = None
+    try:
         call = tracing.start(
-            name, endpoint.kind_for(instance), framework=endpoint.framework, owner=owner
+            name,
+            endpoint.kind_for(instance),
+            framework=endpoint.framework,
+            parent=parent,
+            owner=owner,
         )
     except Exception as exc:  # noqa: BLE001
         log_once(f"{endpoint.span_name} starting a span", exc)
