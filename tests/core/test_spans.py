@@ -55,7 +55,12 @@ def test_span_carries_kind_and_context_attributes(
         tracing.start("chat", "LLM").end()
     span = only_span(span_exporter)
     assert span.name == "chat"
-    assert attrs(span) == {"openinference.span.kind": "LLM", "session.id": "s", "user.id": "u"}
+    assert attrs(span) == {
+        "openinference.span.kind": "LLM",
+        "session.id": "s",
+        "convotel.session.source": "context",
+        "user.id": "u",
+    }
     assert span.status.status_code is StatusCode.OK
 
 
