@@ -104,6 +104,10 @@ def _message(error: Exception) -> str:
         text = error.object.decode("utf-8", "replace")  # the message SQLite could not hand over
     else:
         text = str(error)
+    if not text and isinstance(error, sqlite3.DatabaseError):
+        # Python 3.10 raises a DatabaseError without a message where 3.11+ raises the
+        # UnicodeDecodeError above: SQLite's message quoted text in the file that is not UTF-8.
+        text = "SQLite's message quotes damaged text that is not UTF-8"
     text = " ".join(text.split())
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
 
@@ -118,6 +122,7 @@ def _translate(error: Exception, path: Path) -> StoreError:
     if (
         code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
         or isinstance(error, UnicodeDecodeError)  # text in the file that is not UTF-8
+        or (isinstance(error, sqlite3.DatabaseError) and not str(error))  # the same on 3.10
         or "not a database" in text
         or "malformed" in text
     ):
