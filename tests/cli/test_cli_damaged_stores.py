@@ -50,7 +50,8 @@ def test_a_schema_with_bytes_that_are_not_utf8_is_a_clear_error_and_left_untouch
         assert completed.returncode == 1, err
         assert completed.stdout == b""
         assert err.startswith(f"convotel: convotel span store {path}: the file is not a readable")
-        assert "malformed database schema" in err
+        # Python 3.10 drops SQLite's message when it quotes bytes that are not UTF-8.
+        assert ("malformed database schema" if sys.version_info >= (3, 11) else "not UTF-8") in err
         assert "Move it aside" in err
         assert "Traceback" not in err
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
