@@ -18,6 +18,14 @@ from typing import Any
 
 import httpx2
 import vcr  # type: ignore[import-untyped]
+from mistral_parity_calls import (
+    TWO_ANSWERS,
+    WEATHER_CALL,
+    chat_empty_reply,
+    chat_image_url,
+    chat_tool_history,
+    chat_two_choices,
+)
 from mistral_spans import (
     CONVERSATION_ERROR_INPUT,
     HELLO,
@@ -235,6 +243,20 @@ def moderate(client: Mistral) -> None:
     client.classifiers.moderate(model="mistral-moderation-latest", inputs=["I love this city."])
 
 
+# --- OpenInference parity (#18): the calls are in mistral_parity_calls ---------------------------
+
+
+def two_choices() -> str:
+    """A completion with one choice per answer of :data:`TWO_ANSWERS`."""
+    body = wire.mistral_chat_completion(
+        COMPLETION, answer(TWO_ANSWERS[0]), usage(9, 8), finish_reason="stop"
+    )
+    body["choices"].append(
+        {"index": 1, "message": answer(TWO_ANSWERS[1]), "finish_reason": "length"}
+    )
+    return compact(body)
+
+
 SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
     "chat_complete": (
         chat_complete,
@@ -248,9 +270,7 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
         WireResponse(
             200,
             chat_completion(
-                wire.mistral_assistant_message(
-                    "", [wire.ToolCall("D681PevKs", "get_weather", '{"city": "Paris"}')]
-                ),
+                wire.mistral_assistant_message("", [WEATHER_CALL]),
                 "tool_calls",
                 tokens=(88, 17),
             ),
@@ -486,6 +506,22 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
             ),
         ),
     ),
+    "chat_tool_history": (
+        chat_tool_history,
+        WireResponse(
+            200,
+            chat_completion(answer("It is 18°C and cloudy in Paris."), "stop", tokens=(112, 11)),
+        ),
+    ),
+    "chat_image_url": (
+        chat_image_url,
+        WireResponse(200, chat_completion(answer("The Eiffel Tower."), "stop", tokens=(1540, 6))),
+    ),
+    "chat_empty_reply": (
+        chat_empty_reply,
+        WireResponse(200, chat_completion(answer(""), "length", tokens=(9, 1))),
+    ),
+    "chat_two_choices": (chat_two_choices, WireResponse(200, two_choices())),
     "error_401_unauthorized": (
         chat,
         WireResponse(401, compact({"message": "Unauthorized", "request_id": "7c1f3a9e5b2d4c8f"})),

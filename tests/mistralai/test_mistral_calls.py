@@ -68,6 +68,7 @@ def test_chat_complete_is_one_llm_span_in_the_session(
     assert found[SpanAttributes.LLM_TOKEN_COUNT_COMPLETION] == 4
     assert found[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 13
     assert json_attribute(span, SpanAttributes.LLM_INVOCATION_PARAMETERS) == {
+        "model": CHAT_MODEL,
         "temperature": 0.2,
         "max_tokens": 64,
     }
@@ -110,7 +111,10 @@ def test_tool_call_and_tool_definitions_are_recorded(
     assert json_attribute(
         span, f"{SpanAttributes.LLM_TOOLS}.0.{ToolAttributes.TOOL_JSON_SCHEMA}"
     ) == (WEATHER_TOOL)
-    assert json_attribute(span, SpanAttributes.LLM_INVOCATION_PARAMETERS) == {"tool_choice": "auto"}
+    assert json_attribute(span, SpanAttributes.LLM_INVOCATION_PARAMETERS) == {
+        "model": CHAT_MODEL,
+        "tool_choice": "auto",
+    }
 
 
 def test_json_mode_request_and_json_answer_are_recorded(
@@ -123,7 +127,8 @@ def test_json_mode_request_and_json_answer_are_recorded(
 
     span = only_span(span_exporter)
     assert json_attribute(span, SpanAttributes.LLM_INVOCATION_PARAMETERS) == {
-        "response_format": {"type": "json_object"}
+        "model": CHAT_MODEL,
+        "response_format": {"type": "json_object"},
     }
     assert attributes(span)[INPUT_0 + MessageAttributes.MESSAGE_ROLE] == "system"
     content = attributes(span)[OUTPUT_0 + MessageAttributes.MESSAGE_CONTENT]
@@ -171,7 +176,9 @@ async def test_embeddings_create_is_an_embedding_span(
         0.0127,
     ]
     assert found[SpanAttributes.LLM_TOKEN_COUNT_PROMPT] == 6
-    assert SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS not in found  # nothing else was set
+    assert json_attribute(span, SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS) == {
+        "model": "mistral-embed"
+    }
 
 
 def test_agents_complete_records_agent_and_answering_model(
@@ -217,7 +224,10 @@ def test_conversation_start_and_append_carry_the_conversation_id(
     assert attributes(start)[OUTPUT_0 + MessageAttributes.MESSAGE_CONTENT] == (
         "Victor Hugo wrote Les Misérables."
     )
-    assert json_attribute(start, SpanAttributes.LLM_INVOCATION_PARAMETERS) == {"store": True}
+    assert json_attribute(start, SpanAttributes.LLM_INVOCATION_PARAMETERS) == {
+        "model": "mistral-medium-latest",
+        "store": True,
+    }
     assert attributes(append)[SpanAttributes.LLM_TOKEN_COUNT_TOTAL] == 41
 
 
@@ -259,6 +269,7 @@ def test_no_api_key_headers_or_unset_parameters_are_recorded(
         assert "header-secret" not in text, key
         assert value != "", f"{key} recorded as an empty placeholder"
     assert json_attribute(span, SpanAttributes.LLM_INVOCATION_PARAMETERS) == {
+        "model": CHAT_MODEL,
         "temperature": 0.2,
         "max_tokens": 64,
     }

@@ -42,7 +42,6 @@ from convotel.payloads import (
     sequence_of,
     text_of,
     usage_count_attributes,
-    user_arguments,
 )
 
 __all__ = ["PROVIDER", "SYSTEM", "Pair", "field", "message"]
@@ -50,19 +49,11 @@ __all__ = ["PROVIDER", "SYSTEM", "Pair", "field", "message"]
 PROVIDER = OpenInferenceLLMProviderValues.MISTRALAI.value
 SYSTEM = OpenInferenceLLMSystemValues.MISTRALAI.value
 
-#: Request fields recorded as messages, tools or ids rather than as invocation parameters.
+#: Request fields recorded as messages, tools, prompts or the conversation id rather than as
+#: invocation parameters. ``model``, ``agent_id`` and a ``stream`` the caller set are parameters,
+#: as OpenInference records them.
 _NOT_PARAMETERS = frozenset(
-    {
-        "model",
-        "messages",
-        "tools",
-        "stream",
-        "prompt",
-        "inputs",
-        "instructions",
-        "agent_id",
-        "conversation_id",
-    }
+    {"messages", "tools", "prompt", "inputs", "instructions", "conversation_id"}
 )
 
 
@@ -87,16 +78,12 @@ def output_messages(messages: list[Message]) -> Iterator[Pair]:
 # --- requests -----------------------------------------------------------------------------------
 
 
-def _parameters(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in kwargs.items() if key not in _NOT_PARAMETERS}
-
-
 def _common_request(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
-    arguments = user_arguments(kwargs)
     yield from model_attributes(
         provider=PROVIDER, system=SYSTEM, request_model=field(kwargs, "model")
     )
-    yield from invocation_parameter_attributes(_parameters(arguments))
+    # only what the caller set: no "not given" sentinels, credentials or transport settings
+    yield from invocation_parameter_attributes(kwargs, _NOT_PARAMETERS)
     tools = field(kwargs, "tools")
     if tools:
         yield from tool_definition_attributes(tools)
@@ -123,12 +110,11 @@ def fim_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
 
 def embedding_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     """``embeddings.create``: model, texts and the embedding parameters."""
-    arguments = user_arguments(kwargs)
     inputs = field(kwargs, "inputs")
     texts = [inputs] if isinstance(inputs, str) else list(inputs or ())
     yield from model_attributes(provider=PROVIDER, system=SYSTEM)
     yield from embedding_attributes(model=field(kwargs, "model"), texts=texts)
-    for _, parameters in invocation_parameter_attributes(_parameters(arguments)):
+    for _, parameters in invocation_parameter_attributes(kwargs, _NOT_PARAMETERS):
         yield SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS, parameters
     yield from embedding_input_value_attributes(inputs)
 
