@@ -45,6 +45,7 @@ from convotel.context import (
     set_session,
     set_user,
 )
+from convotel.provider_sessions import CONTEXT, SESSION_SOURCE, session_source
 from convotel.turns import TraceJoiner
 
 __all__ = [
@@ -71,11 +72,15 @@ class SessionSpanProcessor(SpanProcessor):
     ``tracer_provider.add_span_processor(SessionSpanProcessor())``; add it before the exporting
     processors. It
 
-    * adds the context's session, user, metadata and tags to every span that lacks them;
+    * adds the context's session, user, metadata and tags to every span that lacks them (with
+      the session's ``convotel.session.source``: ``context``, or the provider's conversation it
+      came from, see :mod:`convotel.provider_sessions`);
     * joins the whole trace (``join_trace``): the open ancestors of a span started in a session
       (the HTTP server span of a web request, middleware spans) get its ``session.id`` /
       ``user.id``, and spans started outside the session below one that has it (a streamed
-      response body sent after the handler returned) inherit them;
+      response body sent after the handler returned) inherit them; a session a model call
+      learns from its response (a provider conversation's first call) reaches its open ancestors
+      when the call ends;
     * writes each turn's input and output on its root span (``turn_text``): see
       :mod:`convotel.turns` for the rule. A value the application set itself is kept.
 
@@ -100,6 +105,9 @@ class SessionSpanProcessor(SpanProcessor):
                     has_ids = has_ids or key in _PROPAGATED
                     if key not in existing:
                         span.set_attribute(key, value)
+                        if key == SESSION_ID and SESSION_SOURCE not in existing:
+                            source = session_source(parent_or_current(parent_context))
+                            span.set_attribute(SESSION_SOURCE, source or CONTEXT)
             if self._tracks_spans:
                 self._joiner.span_started(span, has_ids)
         except Exception:  # a processor must never break span creation
@@ -118,6 +126,10 @@ class SessionSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def parent_or_current(context: Context | None) -> Context:
+    return context if context is not None else context_api.get_current()
 
 
 def _env_flag(name: str) -> bool:

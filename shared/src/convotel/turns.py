@@ -9,7 +9,10 @@ span, so without help such sessions show empty turns. :class:`TraceJoiner` (run 
 * **stamps the open ancestors**: when a span starts in a context that carries a session or user
   id, its open ancestors up to the local root (the first span whose parent is remote or absent)
   get the ``session.id`` / ``user.id`` they lack; entering ``using_session`` / ``using_user``
-  stamps the current span and its ancestors straight away;
+  stamps the current span and its ancestors straight away; a session a span only gets when it
+  ends (a provider conversation learnt from the response, see
+  :mod:`convotel.provider_sessions`) is stamped on its open ancestors then, with its
+  ``convotel.session.source``;
 * **inherits downwards**: a span started where the context carries no session (e.g. the spans
   that send a streamed response body after the handler returned) takes ``session.id`` /
   ``user.id`` from its nearest open ancestor;
@@ -62,6 +65,7 @@ logger = logging.getLogger(__name__)
 _SESSION_ID = SpanAttributes.SESSION_ID
 _USER_ID = SpanAttributes.USER_ID
 _JOINED = (_SESSION_ID, _USER_ID)
+_SOURCE = "convotel.session.source"  # convotel.provider_sessions.SESSION_SOURCE
 _KIND = SpanAttributes.OPENINFERENCE_SPAN_KIND
 _LLM = OpenInferenceSpanKindValues.LLM.value
 #: Framework inputs kept per root until its first model call decides (the newest ones).
@@ -175,7 +179,7 @@ class TraceJoiner:
             return
         if entry.ids:
             self._stamp_chain(parent_entry, entry.ids)
-            if len(entry.ids) == len(_JOINED):
+            if _SESSION_ID in entry.ids and _USER_ID in entry.ids:
                 return  # nothing left to inherit
         self._inherit(span, entry, parent_entry)
 
@@ -188,6 +192,8 @@ class TraceJoiner:
         if entry.parent_id is None:
             self._turns.pop(span_id, None)
             return
+        if self.join_trace and (entry.ids is None or _SESSION_ID not in entry.ids):
+            self._join_session_learnt(span, entry)
         if self.turn_text:
             attributes = span.attributes
             kind = attributes.get(_KIND)
@@ -207,6 +213,24 @@ class TraceJoiner:
             self._stamp_chain(entry, ids)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _join_session_learnt(self, span: Any, entry: _OpenSpan) -> None:
+        """A span that started without a session ends with one: stamp its open ancestors."""
+        attributes = span.attributes
+        session = attributes.get(_SESSION_ID)
+        if session is None:
+            return
+        ids: dict[str, AttributeValue] = {_SESSION_ID: session}
+        source = attributes.get(_SOURCE)
+        if source is not None:
+            ids[_SOURCE] = source
+        parent = self._open.get(entry.parent_id) if entry.parent_id is not None else None
+        if parent is not None:
+            self._stamp_chain(parent, ids)
+        else:
+            root = self._open.get(entry.root_id)
+            if root is not None:
+                self._stamp(root, ids)
 
     def _collected(self, entry: _OpenSpan) -> None:
         """A span was garbage-collected without ending: forget it."""
@@ -247,6 +271,8 @@ class TraceJoiner:
                     missing[key] = known[key] = value
                 else:
                     known[key] = found
+        if _SESSION_ID not in missing:
+            missing.pop(_SOURCE, None)  # a source only goes with the session it describes
         if missing:
             span.set_attributes(missing)
 
@@ -257,6 +283,8 @@ class TraceJoiner:
             return
         own = entry.ids if entry.ids is not None else _read_ids(span.attributes)
         inherited = {key: value for key, value in parent_ids.items() if key not in own}
+        if _SESSION_ID not in inherited:
+            inherited.pop(_SOURCE, None)
         if inherited:
             span.set_attributes(inherited)
             own = {**own, **inherited}
@@ -329,7 +357,13 @@ def _enclosing(call: _OpenSpan) -> tuple[int, ...]:
 
 
 def _read_ids(attributes: Mapping[str, AttributeValue]) -> dict[str, AttributeValue]:
-    return {key: value for key in _JOINED if (value := attributes.get(key)) is not None}
+    """The span's session and user ids (and the session's source, when it has a session)."""
+    ids: dict[str, AttributeValue] = {
+        key: value for key in _JOINED if (value := attributes.get(key)) is not None
+    }
+    if _SESSION_ID in ids and (source := attributes.get(_SOURCE)) is not None:
+        ids[_SOURCE] = source
+    return ids
 
 
 def _known_ids(entry: _OpenSpan) -> dict[str, AttributeValue] | None:

@@ -14,6 +14,8 @@ each wrapped method a row of :data:`ENDPOINTS`. What is behaviour stays code, sh
   hidden from the application (:class:`UsageRequestingEndpoint`; see
   :mod:`convotel.openai.stream_usage` for servers that refuse the option).
 * ``chat.completions.parse`` records its ``response_format`` class as the JSON schema sent.
+* The provider's own conversations are sessions (:mod:`convotel.openai.sessions`): a spec's
+  ``session`` reads one from the request, its ``response_session`` from the response.
 """
 
 from __future__ import annotations
@@ -30,14 +32,18 @@ from typing import Any, NamedTuple
 from openai import APIResponse, AsyncAPIResponse, AsyncAzureOpenAI, AsyncStream, AzureOpenAI, Stream
 from openai._legacy_response import LegacyAPIResponse
 from openinference.semconv.trace import OpenInferenceSpanKindValues
+from opentelemetry import context as context_api
+from opentelemetry.context import Context
 
 from convotel.attributes import is_unset
 from convotel.call_span import CallSpan
 from convotel.config import TraceConfig
+from convotel.context import SESSION_ID
 from convotel.endpoints import Endpoint
 from convotel.finish import StreamAccumulator
-from convotel.openai import extraction
+from convotel.openai import extraction, sessions
 from convotel.openai.extraction import AZURE, Pair, provider_for_host
+from convotel.openai.sessions import RequestSession, ResponseSession, SessionStreamAccumulator
 from convotel.openai.stream_usage import RejectingServers
 from convotel.openai.streaming import (
     ChatStreamAccumulator,
@@ -115,6 +121,12 @@ class EndpointSpec:
     parameters: Callable[[Mapping[str, Any]], dict[str, Any]] = extraction.user_parameters
     #: Streamed calls ask for (and hide) the usage chunk (:class:`UsageRequestingEndpoint`).
     asks_stream_usage: bool = False
+    #: The provider's conversation named by the request, as the call's session.
+    session: RequestSession | None = None
+    #: The session a response says (recorded when the call ends), given the one in force.
+    response_session: ResponseSession | None = None
+    #: A model call (provider, system, model and invocation parameters are recorded).
+    model_call: bool = True
 
     def endpoint(self, get_config: ConfigGetter) -> OpenAIEndpoint:
         """The endpoint an instrumentor wraps methods with (one per spec and instrumentor)."""
@@ -138,10 +150,17 @@ class OpenAIEndpoint(Endpoint):
     def new_accumulator(self, response: Any, kwargs: Mapping[str, Any]) -> StreamAccumulator:
         return self.spec.accumulator()
 
+    def provider_context(
+        self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Context | None:
+        return sessions.call_context(self.spec.session, args, kwargs, self._get_config())
+
     def request_attributes(
         self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Iterator[Pair]:
         parameters = self.spec.parameters(kwargs)
+        if not self.spec.model_call:
+            return self.spec.request(parameters)
         common = extraction.common_request_attributes(
             provider_of(instance), parameters, embedding=self._embedding
         )
@@ -150,21 +169,39 @@ class OpenAIEndpoint(Endpoint):
     def response_attributes(self, response: Any) -> Iterator[Pair]:
         if isinstance(response, LegacyAPIResponse):  # .with_raw_response: the body is read
             response = response.parse()
-        return self.spec.response(response)
+        read = self._response_session()
+        if read is None:
+            return self.spec.response(response)
+        return chain(self.spec.response(response), read(response, _session_in_force()))
+
+    def _response_session(self) -> ResponseSession | None:
+        read = self.spec.response_session
+        return read if read is not None and self._get_config().provider_sessions else None
 
     def stream_accumulator(
         self, response: Any, kwargs: Mapping[str, Any]
     ) -> StreamAccumulator | None:
-        if isinstance(response, _STREAMS_AND_DEFERRED):
-            return self.new_accumulator(response, kwargs)
-        if isinstance(response, LegacyAPIResponse) and kwargs.get("stream") is True:
-            return self.new_accumulator(response, kwargs)
-        return None
+        streamed = isinstance(response, _STREAMS_AND_DEFERRED) or (
+            isinstance(response, LegacyAPIResponse) and kwargs.get("stream") is True
+        )
+        if not streamed:
+            return None
+        accumulator = self.new_accumulator(response, kwargs)
+        read = self._response_session()
+        if read is None:
+            return accumulator
+        return SessionStreamAccumulator(accumulator, read, _session_in_force())
 
     def wrap_stream(self, response: Any, call: CallSpan, accumulator: StreamAccumulator) -> Any:
         if isinstance(response, _STREAMS):
             return proxy_stream(response, call, accumulator)
         return DeferredResponseProxy(response, call, self, accumulator)
+
+
+def _session_in_force() -> str | None:
+    """The session of the current context (the caller's, when a call's response is read)."""
+    session = context_api.get_value(SESSION_ID)
+    return session if isinstance(session, str) and session else None
 
 
 class UsageRequestingEndpoint(OpenAIEndpoint):
@@ -257,6 +294,8 @@ RESPONSES = EndpointSpec(
     extraction.responses_request_attributes,
     extraction.responses_response_attributes,
     ResponsesStreamAccumulator,
+    session=sessions.responses_request_session,
+    response_session=sessions.responses_session,
 )
 COMPLETIONS = EndpointSpec(
     "Completion",
@@ -271,6 +310,34 @@ EMBEDDINGS = EndpointSpec(
     extraction.embedding_response_attributes,
     kind=_EMBEDDING,
 )
+
+
+_CHAIN = OpenInferenceSpanKindValues.CHAIN
+
+
+def _conversations_spec(
+    method: str, *, first_argument: bool = False, adds_items: bool = False
+) -> EndpointSpec:
+    """A Conversations API items call: a CHAIN span in the conversation's session."""
+    return EndpointSpec(
+        f"ConversationItems.{method}",
+        sessions.items_request_attributes if adds_items else sessions.no_attributes,
+        sessions.no_attributes,
+        kind=_CHAIN,
+        session=sessions.items_session(first_argument),
+        model_call=False,
+    )
+
+
+CONVERSATION_CREATE = EndpointSpec(
+    "Conversations.create",
+    sessions.items_request_attributes,
+    sessions.no_attributes,
+    kind=_CHAIN,
+    response_session=sessions.conversation_created_session,
+    model_call=False,
+)
+_ITEMS = "openai.resources.conversations.items"
 
 
 class Wrapped(NamedTuple):
@@ -289,6 +356,15 @@ ENDPOINTS: tuple[Wrapped, ...] = (
     Wrapped("openai.resources.responses", "Responses.create", RESPONSES),
     Wrapped("openai.resources.responses", "Responses.parse", RESPONSES),
     Wrapped("openai.resources.embeddings", "Embeddings.create", EMBEDDINGS),
+    Wrapped(
+        "openai.resources.conversations.conversations", "Conversations.create", CONVERSATION_CREATE
+    ),
+    Wrapped(
+        _ITEMS, "Items.create", _conversations_spec("create", first_argument=True, adds_items=True)
+    ),
+    Wrapped(_ITEMS, "Items.list", _conversations_spec("list", first_argument=True)),
+    Wrapped(_ITEMS, "Items.retrieve", _conversations_spec("retrieve")),
+    Wrapped(_ITEMS, "Items.delete", _conversations_spec("delete")),
 )
 
 #: One endpoint of a spec, for callers building one outside an instrumentor (tests).
