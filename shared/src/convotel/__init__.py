@@ -6,9 +6,9 @@ explicit contexts, and the trace configuration. Adapters live in ``convotel.open
 sharing this namespace).
 """
 
-from pkgutil import extend_path
-
-__path__ = extend_path(__path__, __name__)
+# The packaging guide's pkgutil-style namespace idiom, in its exact form (tools such as griffe
+# recognise the package as a namespace by it): the adapters' distributions add subpackages.
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
 from convotel.config import REDACTED_VALUE, TraceConfig
 from convotel.context import (
