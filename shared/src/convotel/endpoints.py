@@ -17,6 +17,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from convotel.call_span import CallSpan, Pair, SpanKindValue, Tracing, log_once
+from convotel.config import TraceConfig
 from convotel.finish import StreamAccumulator, end_call
 from convotel.streams import AsyncStreamProxy, StreamProxy
 
@@ -52,7 +53,7 @@ class Endpoint:
         return True
 
     def provider_context(
-        self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self, config: TraceConfig, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Context | None:
         """The context to start the call's span in when the request names the provider's own
         conversation (see :mod:`convotel.provider_sessions`); ``None``: the current one."""
@@ -106,7 +107,7 @@ def _start_call(
         log_once(f"{endpoint.span_name} starting a span", exc)
         return None, kwargs
     try:
-        parent = endpoint.provider_context(instance, args, kwargs)
+        parent = endpoint.provider_context(tracing.config, instance, args, kwargs)
     except Exception as exc:  # noqa: BLE001 - the call is traced without the provider's session
         log_once(f"{name} reading the provider's session", exc)
         parent = None

@@ -151,7 +151,7 @@ class OpenAIEndpoint(Endpoint):
         return self.spec.accumulator()
 
     def provider_context(
-        self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self, config: TraceConfig, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Context | None:
         return sessions.call_context(self.spec.session, args, kwargs, self._get_config())
 
