@@ -4,18 +4,25 @@ The core owns the span lifecycle, errors and stream proxies. Mistral's endpoints
 settings (which extractors of :mod:`convotel.mistralai.extraction` read the request and the
 response, and which accumulator reads a stream), so each is a row of :data:`ENDPOINTS`, not a
 class of its own.
+
+Conversations API calls start in the conversation's session when none is in force
+(:mod:`convotel.mistralai.sessions`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from itertools import chain
 from typing import Any, NamedTuple
 
 from openinference.semconv.trace import OpenInferenceSpanKindValues
+from opentelemetry.context import Context
 
 from convotel.attributes import Pair
-from convotel.mistralai import extraction
+from convotel.config import TraceConfig
+from convotel.mistralai import extraction, sessions
 from convotel.mistralai.streaming import CompletionStreamAccumulator, ConversationStreamAccumulator
+from convotel.payloads import field
 from convotel.spans import Endpoint, StreamAccumulator
 
 __all__ = ["ENDPOINTS", "MistralEndpoint", "Wrapped", "is_event_stream"]
@@ -46,12 +53,30 @@ class MistralEndpoint(Endpoint):
         request: RequestExtractor,
         response: ResponseExtractor,
         accumulator: Callable[[], StreamAccumulator] | None = None,
+        *,
+        conversation: bool = False,
+        starts_conversation: bool = False,
     ) -> None:
         self.span_name = span_name
         self.kind = kind
         self._request = request
         self._response = response
         self._accumulator = accumulator
+        #: A Conversations API call: its ``conversation_id`` is the session.
+        self._conversation = conversation
+        #: ``start``: the conversation (and session) is known from the response.
+        self._starts_conversation = starts_conversation
+        #: ``provider_sessions`` of the config the last call started with (one instrumentor
+        #: instance per process: BaseInstrumentor is a singleton).
+        self._sessions_on = True
+
+    def provider_context(
+        self, config: TraceConfig, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Context | None:
+        if not self._conversation:
+            return None
+        self._sessions_on = config.provider_sessions
+        return sessions.call_context(config, kwargs)
 
     def request_attributes(
         self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -59,13 +84,22 @@ class MistralEndpoint(Endpoint):
         return self._request(kwargs)
 
     def response_attributes(self, response: Any) -> Iterator[Pair]:
-        return self._response(response)
+        if not (self._starts_conversation and self._sessions_on):
+            return self._response(response)
+        learnt = sessions.response_session(
+            field(response, "conversation_id"), sessions.session_in_force()
+        )
+        return chain(self._response(response), learnt)
 
     def stream_accumulator(
         self, response: Any, kwargs: Mapping[str, Any]
     ) -> StreamAccumulator | None:
         if self._accumulator is None or not is_event_stream(response):
             return None
+        if self._starts_conversation and self._sessions_on:
+            return sessions.SessionStreamAccumulator(
+                self._accumulator(), sessions.session_in_force()
+            )
         return self._accumulator()
 
 
@@ -96,6 +130,8 @@ def _conversation(method: str, *, stream: bool) -> Wrapped:
         extraction.conversation_request_attributes,
         extraction.conversation_response_attributes,
         ConversationStreamAccumulator if stream else None,
+        conversation=True,
+        starts_conversation=method == "start",
     )
     return Wrapped("conversations", f"Conversations.{name}", endpoint)
 
