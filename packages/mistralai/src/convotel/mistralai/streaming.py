@@ -12,7 +12,7 @@ from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GEN_A
 
 from convotel.attributes import Message, Pair, model_attributes
 from convotel.mistralai.extraction import output_messages, usage_pairs
-from convotel.payloads import ToolCallDeltas, content_parts, field
+from convotel.payloads import ToolCallDeltas, content_parts, field, values_of
 from convotel.spans import StreamError
 
 
@@ -47,17 +47,24 @@ class CompletionStreamAccumulator:
         self._usage: Any = None
 
     def process(self, event: Any) -> None:
-        chunk = field(event, "data")
-        self._model = field(chunk, "model") or self._model
-        self._usage = field(chunk, "usage") or self._usage
-        for choice in field(chunk, "choices") or ():
-            state = self._choices.setdefault(field(choice, "index") or 0, _Choice())
-            delta = field(choice, "delta")
-            state.role = field(delta, "role") or state.role
-            state.text.append(_text(field(delta, "content")))
-            for position, raw_call in enumerate(field(delta, "tool_calls") or ()):
+        # Every chunk: the models' fields are read from their ``__dict__`` (values_of); Mistral's
+        # UNSET sentinel is falsy, so ``or`` skips it as it skips None.
+        chunk = values_of(field(event, "data"))
+        self._model = chunk.get("model") or self._model
+        self._usage = chunk.get("usage") or self._usage
+        for choice in chunk.get("choices") or ():
+            values = values_of(choice)
+            index = values.get("index") or 0
+            state = self._choices.get(index)
+            if state is None:
+                state = self._choices[index] = _Choice()
+            delta = values_of(values.get("delta"))
+            state.role = delta.get("role") or state.role
+            content = delta.get("content")
+            state.text.append(content if type(content) is str else _text(content))
+            for position, raw_call in enumerate(delta.get("tool_calls") or ()):
                 state.tool_calls.add(raw_call, position)
-            state.finish_reason = field(choice, "finish_reason") or state.finish_reason
+            state.finish_reason = values.get("finish_reason") or state.finish_reason
 
     def attributes(self) -> Iterator[Pair]:
         yield from model_attributes(response_model=self._model)

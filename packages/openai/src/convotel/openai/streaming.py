@@ -71,7 +71,11 @@ class _Choice:
 
 def _unset_usage_field(chunk: Any) -> None:
     """Forget that a chunk's JSON had ``"usage": null`` (only convotel's request put it there)."""
-    fields = getattr(chunk, "model_fields_set", None)  # the model's own set, pydantic 1 and 2
+    # The model's own set: pydantic 2's slot (read directly: ``model_fields_set`` is a property,
+    # and this runs for every chunk), else pydantic 1's attribute.
+    fields = getattr(chunk, "__pydantic_fields_set__", None)
+    if fields is None:
+        fields = getattr(chunk, "__fields_set__", None)
     if isinstance(fields, set):
         fields.discard("usage")
 
