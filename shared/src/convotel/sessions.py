@@ -52,6 +52,7 @@ __all__ = [
     "group_by_session",
 ]
 
+_SESSION_SOURCE = "convotel.session.source"  # convotel.provider_sessions.SESSION_SOURCE
 _LLM_KIND = OpenInferenceSpanKindValues.LLM.value
 _JSON_MIME = OpenInferenceMimeTypeValues.JSON.value
 _EXCEPTION_EVENT = "exception"
@@ -127,6 +128,12 @@ class SpanRecord:
     @property
     def user_id(self) -> str | None:
         return identifier(self.attributes.get(SpanAttributes.USER_ID))
+
+    @property
+    def session_source(self) -> str | None:
+        """Where its session came from (``convotel.session.source``: ``context``, or the
+        provider's conversation, see :mod:`convotel.provider_sessions`)."""
+        return identifier(self.attributes.get(_SESSION_SOURCE))
 
     @property
     def is_error(self) -> bool:
@@ -270,6 +277,14 @@ class Session:
     @property
     def user_ids(self) -> tuple[str, ...]:
         return _distinct(user for turn in self.turns for user in turn.user_ids)
+
+    @property
+    def source(self) -> str | None:
+        """Where the session came from: the first ``convotel.session.source`` among its spans
+        (``context`` for ``using_session``, else the provider's, e.g. ``openai.conversation``)."""
+        return next(
+            (found for span in self.spans if (found := span.session_source) is not None), None
+        )
 
     @property
     def spans(self) -> tuple[SpanRecord, ...]:

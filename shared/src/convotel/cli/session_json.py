@@ -44,6 +44,7 @@ def session_as_json(session: Session, *, with_turns: bool = False) -> dict[str, 
     summary: dict[str, Any] = {
         "session_id": session.session_id,
         "user_id": session.user_id,
+        "source": session.source,
         "user_ids": list(session.user_ids),
         "turn_count": len(session.turns),
         "llm_calls": session.llm_calls,

@@ -90,6 +90,12 @@ def add_sessions_command(commands: argparse._SubParsersAction[argparse.ArgumentP
         "--errors-only", action="store_true", help="only sessions with at least one error"
     )
     sessions.add_argument(
+        "--source",
+        metavar="SOURCE",
+        help="only sessions whose id came from SOURCE (context, openai.conversation, "
+        "openai.previous_response, openai.response, mistral.conversation)",
+    )
+    sessions.add_argument(
         "--limit",
         metavar="N",
         type=_positive_int,
@@ -146,8 +152,10 @@ def run_sessions(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
                 since=args.since,
                 until=args.until,
                 errors_only=args.errors_only,
-                limit=args.limit,
+                limit=None if args.source else args.limit,
             )
+            if args.source:
+                sessions = [s for s in sessions if s.source == args.source][: args.limit]
             if args.json:
                 print(json.dumps([session_as_json(s) for s in sessions], indent=2), file=stdout)
             elif sessions:
@@ -155,7 +163,7 @@ def run_sessions(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
                 more = " (--limit to see more)" if len(sessions) == args.limit else ""
                 print(f"\n{len(sessions)} sessions{more} from {store.path}", file=stdout)
             else:
-                filtered = any((args.user, args.since, args.until, args.errors_only))
+                filtered = any((args.user, args.since, args.until, args.errors_only, args.source))
                 hint = " matching these filters" if filtered else ""
                 print(f"No sessions{hint} in {store.path}.", file=stdout)
             return 0

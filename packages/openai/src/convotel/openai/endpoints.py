@@ -153,7 +153,7 @@ class OpenAIEndpoint(Endpoint):
     def provider_context(
         self, config: TraceConfig, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Context | None:
-        return sessions.call_context(self.spec.session, args, kwargs, self._get_config())
+        return sessions.call_context(self.spec.session, args, kwargs, config)
 
     def request_attributes(
         self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
