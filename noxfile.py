@@ -22,6 +22,18 @@ nox.options.default_venv_backend = "uv|virtualenv"
 os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
+# A session whose Python is not installed fails the run instead of being skipped (nox's default
+# outside CI), and nox never downloads one: a green run means every version listed here ran on
+# the machine's own interpreters (.ci/run makes pyenv's versions visible).
+nox.options.error_on_missing_interpreters = True
+nox.options.download_python = "never"
+
+#: Every supported Python. `tests` runs the whole suite on the Python nox runs on (3.11 in CI);
+#: `tests_python` runs it on the oldest and the newest, `core_openai` the core and the OpenAI
+#: adapter on the one in between, so each version runs at least the core and one adapter.
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+SUITE_PYTHONS = [PYTHONS[0], PYTHONS[-1]]
+CORE_AND_ADAPTER_PYTHONS = ["3.12"]
 
 #: The local distributions, core first (installed together so `convotel` resolves locally).
 LOCAL_PACKAGES = ["shared", *sorted(f"packages/{p.name}" for p in (ROOT / "packages").iterdir())]
@@ -139,6 +151,24 @@ def tests(session: nox.Session) -> None:
     """All tests (except the Phoenix end-to-end test) against the latest SDKs."""
     install_local(session, *LATEST_SDKS, *TEST_TOOLS)
     session.run("pytest", "-m", "not e2e and not reliability", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session(python=SUITE_PYTHONS)
+def tests_python(session: nox.Session) -> None:
+    """The whole suite (as `tests`) on the oldest and the newest supported Python."""
+    install_local(session, *LATEST_SDKS, *TEST_TOOLS)
+    session.run("pytest", "-m", "not e2e and not reliability", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session(python=CORE_AND_ADAPTER_PYTHONS)
+def core_openai(session: nox.Session) -> None:
+    """The core (context, spans, store, CLI, plugin) and the OpenAI adapter on one more Python."""
+    # The tests share helpers with the demo (its loopback wire format), which brings its SDKs.
+    install_local(session, *LATEST_SDKS, *TEST_TOOLS)
+    suites = ["tests/core", "tests/store", "tests/cli", "tests/testing", "tests/openai"]
+    session.run(
+        "pytest", "-m", "not e2e and not reliability", *suites, *session.posargs, env=OFFLINE_ENV
+    )
 
 
 @nox.session
