@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -277,3 +278,49 @@ def wheels(session: nox.Session) -> None:
         "convotel.dspy, convotel.demo.app; print('namespace ok:', list(convotel.__path__))",
     )
     session.run("convotel", "demo", "--help", silent=True)
+
+
+#: Where `dists` builds every distribution's wheel and sdist.
+DIST_DIR = ROOT / ".nox" / "distributions"
+
+#: Each adapter: its SDK (what its `instruments` extra names), and another project's instrumentor
+#: of the same SDK, registered under the SDK's own name, that must not share convotel's switch.
+ALONE = {
+    "openai": ("openai>=2.0.0,<4", "openinference-instrumentation-openai"),
+    "mistralai": ("mistralai>=2.0.0,<4", "openinference-instrumentation-mistralai"),
+    "llama_index": ("llama-index-core>=0.14.9,<0.15", "openinference-instrumentation-llama-index"),
+    "dspy": ("dspy>=3.0.0,<4", "openinference-instrumentation-dspy"),
+}
+DISABLED = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+
+
+@nox.session
+def dists(session: nox.Session) -> None:
+    """Build each distribution's sdist and its wheel from that sdist, then check them."""
+    shutil.rmtree(DIST_DIR, ignore_errors=True)
+    session.install("build[uv]>=1.2", "twine>=6.1", "tomli; python_version < '3.11'")
+    for package in LOCAL_PACKAGES:
+        build = ["python", "-m", "build", "--installer", "uv", "--outdir", str(DIST_DIR)]
+        session.run(*build, package, silent=True)
+    session.run("twine", "check", "--strict", *sorted(str(p) for p in DIST_DIR.iterdir()))
+    session.run("python", "tests/packaging/check_dists.py", str(DIST_DIR), *PYTHONS)
+
+
+@nox.session(reuse_venv=False, requires=["dists"])
+@nox.parametrize("adapter", list(ALONE))
+def alone(session: nox.Session, adapter: str) -> None:
+    """One adapter's wheel, the core's and its SDK alone in a fresh virtualenv, under
+    `opentelemetry-instrument`: it instruments a call; another project's instrumentor of the same
+    SDK is switched off by its own name and convotel's by `convotel_<adapter>`, never both."""
+    (core,) = DIST_DIR.glob("convotel-[0-9]*.whl")
+    (wheel,) = DIST_DIR.glob(f"convotel_{adapter}-[0-9]*.whl")
+    sdk, other = ALONE[adapter]
+    session.install(str(core), str(wheel), sdk)
+    script = str(ROOT / "tests" / "packaging" / "instrument_alone.py")
+    run = ["opentelemetry-instrument", "python", script, adapter]
+    ours, theirs = f"convotel_{adapter}", adapter
+    env = {**OFFLINE_ENV, DISABLED: ""}
+    session.run(*run, f"{ours}=on", env=env)
+    session.install(f"{other}[instruments]")  # without its extra it is skipped, not disabled
+    session.run(*run, f"{ours}=on", f"{theirs}=off", env={**env, DISABLED: theirs})
+    session.run(*run, f"{ours}=off", f"{theirs}=on", env={**env, DISABLED: ours})
