@@ -125,6 +125,9 @@ class TraceConfig:
       force, the id the application gave the provider for abuse monitoring (OpenAI's
       ``safety_identifier``, else ``user``) becomes ``user.id``. Off by default: such ids are
       often hashes made for the provider, not the application's user ids.
+    * ``record_cost`` [CONVOTEL_RECORD_COST] (default true): an LLM span records its cost in USD
+      (``llm.cost.*``) priced by ``genai-prices``' bundled data (see :mod:`convotel.cost`); an
+      unknown model or provider gets no cost. ``False`` records none.
     """
 
     hide_inputs: bool = _option("OPENINFERENCE_HIDE_INPUTS", False)
@@ -144,6 +147,7 @@ class TraceConfig:
     enable_genai_semconv: bool = _option("OPENINFERENCE_ENABLE_GENAI_SEMCONV", False)
     provider_sessions: bool = _option("CONVOTEL_PROVIDER_SESSIONS", True)
     provider_user_ids: bool = _option("CONVOTEL_PROVIDER_USER_IDS", False)
+    record_cost: bool = _option("CONVOTEL_RECORD_COST", True)
     _decisions: dict[str, _Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
