@@ -47,6 +47,11 @@ _INPUT_TEXTS = (
 )
 _RERANKER_INPUT_DOCUMENTS = RerankerAttributes.RERANKER_INPUT_DOCUMENTS
 _RERANKER_OUTPUT_DOCUMENTS = RerankerAttributes.RERANKER_OUTPUT_DOCUMENTS
+#: A retrieved document's leaves ``hide_retrieval_documents`` (and ``hide_outputs``) redact.
+_DOCUMENT_TEXTS = (DocumentAttributes.DOCUMENT_CONTENT, DocumentAttributes.DOCUMENT_METADATA)
+# Span-level images (``input.images.*`` / ``output.images.*``; named in conventions after 0.1.33).
+_INPUT_IMAGES: str = getattr(SpanAttributes, "INPUT_IMAGES", "input.images")
+_OUTPUT_IMAGES: str = getattr(SpanAttributes, "OUTPUT_IMAGES", "output.images")
 _MAX_CACHED_KEYS = 4096
 
 
@@ -94,17 +99,33 @@ class TraceConfig:
 
     * ``hide_inputs`` [OPENINFERENCE_HIDE_INPUTS]: redact ``input.value``, prompts
       (``llm.prompts``), prompt-template variables, embedding texts and a reranker's query; drop
-      input messages, tool definitions and a reranker's input documents.
+      input messages, input images (``input.images.*``), tool definitions and a reranker's input
+      documents. Implies ``hide_llm_tools``, ``hide_prompts`` and ``hide_embeddings_text``.
     * ``hide_outputs`` [OPENINFERENCE_HIDE_OUTPUTS]: redact ``output.value``, completion choices
-      (``llm.choices``) and retrieved document contents; drop output messages and a reranker's
-      output documents.
+      (``llm.choices``) and retrieved documents' contents and metadata; drop output messages,
+      output images (``output.images.*``) and a reranker's output documents. Implies
+      ``hide_choices`` and ``hide_retrieval_documents``.
     * ``hide_input_messages`` / ``hide_output_messages`` [OPENINFERENCE_HIDE_INPUT_MESSAGES /
       OPENINFERENCE_HIDE_OUTPUT_MESSAGES]: drop ``llm.input_messages.*`` /
       ``llm.output_messages.*``.
     * ``hide_input_text`` / ``hide_output_text`` [OPENINFERENCE_HIDE_INPUT_TEXT /
       OPENINFERENCE_HIDE_OUTPUT_TEXT]: redact the text content of input / output messages.
-    * ``hide_input_images`` [OPENINFERENCE_HIDE_INPUT_IMAGES]: drop image URLs of input messages.
-    * ``hide_embedding_vectors`` [OPENINFERENCE_HIDE_EMBEDDING_VECTORS]: redact embedding vectors.
+    * ``hide_input_images`` [OPENINFERENCE_HIDE_INPUT_IMAGES]: drop image URLs of input messages
+      and span-level input images (``input.images.*``).
+    * ``hide_embeddings_vectors`` [OPENINFERENCE_HIDE_EMBEDDINGS_VECTORS], or its older name
+      ``hide_embedding_vectors`` [OPENINFERENCE_HIDE_EMBEDDING_VECTORS]: redact embedding
+      vectors (either one on hides them).
+    * ``hide_embeddings_text`` [OPENINFERENCE_HIDE_EMBEDDINGS_TEXT]: redact the texts embedded
+      (``embedding.embeddings.*.embedding.text``).
+    * ``hide_llm_tools`` [OPENINFERENCE_HIDE_LLM_TOOLS]: drop the tool definitions offered to the
+      model (``llm.tools.*``).
+    * ``hide_prompts`` [OPENINFERENCE_HIDE_PROMPTS]: redact the prompts of completion-style calls
+      (``llm.prompts``: legacy completions, FIM); ``input.value`` stays (``hide_inputs``).
+    * ``hide_choices`` [OPENINFERENCE_HIDE_CHOICES]: redact the choices of completion-style calls
+      (``llm.choices.*``); ``output.value`` stays (``hide_outputs``).
+    * ``hide_retrieval_documents`` [OPENINFERENCE_HIDE_RETRIEVAL_DOCUMENTS]: redact retrieved
+      documents' contents and metadata (``retrieval.documents.*.document.content`` /
+      ``.document.metadata``); ids and scores stay.
     * ``hide_llm_invocation_parameters`` [OPENINFERENCE_HIDE_LLM_INVOCATION_PARAMETERS].
     * ``base64_image_max_length`` [OPENINFERENCE_BASE64_IMAGE_MAX_LENGTH] (default 32,000): longer
       ``data:`` image URLs are redacted.
@@ -138,6 +159,12 @@ class TraceConfig:
     hide_output_text: bool = _option("OPENINFERENCE_HIDE_OUTPUT_TEXT", False)
     hide_input_images: bool = _option("OPENINFERENCE_HIDE_INPUT_IMAGES", False)
     hide_embedding_vectors: bool = _option("OPENINFERENCE_HIDE_EMBEDDING_VECTORS", False)
+    hide_embeddings_vectors: bool = _option("OPENINFERENCE_HIDE_EMBEDDINGS_VECTORS", False)
+    hide_embeddings_text: bool = _option("OPENINFERENCE_HIDE_EMBEDDINGS_TEXT", False)
+    hide_llm_tools: bool = _option("OPENINFERENCE_HIDE_LLM_TOOLS", False)
+    hide_prompts: bool = _option("OPENINFERENCE_HIDE_PROMPTS", False)
+    hide_choices: bool = _option("OPENINFERENCE_HIDE_CHOICES", False)
+    hide_retrieval_documents: bool = _option("OPENINFERENCE_HIDE_RETRIEVAL_DOCUMENTS", False)
     hide_llm_invocation_parameters: bool = _option(
         "OPENINFERENCE_HIDE_LLM_INVOCATION_PARAMETERS", False
     )
@@ -229,10 +256,18 @@ class TraceConfig:
             if key.startswith(_INPUT_TEXTS):
                 return _Decision.REDACT
         if self.hide_outputs:
-            if key.startswith(_RERANKER_OUTPUT_DOCUMENTS):
+            if key.startswith((_RERANKER_OUTPUT_DOCUMENTS, _OUTPUT_IMAGES)):
                 return _Decision.DROP
             if key.startswith(SpanAttributes.LLM_CHOICES):
                 return _Decision.REDACT
+        if self.hide_llm_tools and key.startswith(SpanAttributes.LLM_TOOLS):
+            return _Decision.DROP
+        if self.hide_prompts and key.startswith(SpanAttributes.LLM_PROMPTS):
+            return _Decision.REDACT
+        if self.hide_choices and key.startswith(SpanAttributes.LLM_CHOICES):
+            return _Decision.REDACT
+        if (self.hide_inputs or self.hide_input_images) and key.startswith(_INPUT_IMAGES):
+            return _Decision.DROP
         if in_inputs and (self.hide_inputs or self.hide_input_messages):
             return _Decision.DROP
         if in_outputs and (self.hide_outputs or self.hide_output_messages):
@@ -246,14 +281,16 @@ class TraceConfig:
                 return _Decision.DROP
             return _Decision.CHECK_IMAGE
         if key.startswith(SpanAttributes.EMBEDDING_EMBEDDINGS):
-            if self.hide_embedding_vectors and key.endswith(EmbeddingAttributes.EMBEDDING_VECTOR):
+            hide_vectors = self.hide_embedding_vectors or self.hide_embeddings_vectors
+            if hide_vectors and key.endswith(EmbeddingAttributes.EMBEDDING_VECTOR):
                 return _Decision.REDACT
-            if self.hide_inputs and key.endswith(EmbeddingAttributes.EMBEDDING_TEXT):
+            hide_texts = self.hide_inputs or self.hide_embeddings_text
+            if hide_texts and key.endswith(EmbeddingAttributes.EMBEDDING_TEXT):
                 return _Decision.REDACT
         if (
-            self.hide_outputs
+            (self.hide_outputs or self.hide_retrieval_documents)
             and key.startswith(SpanAttributes.RETRIEVAL_DOCUMENTS)
-            and key.endswith(DocumentAttributes.DOCUMENT_CONTENT)
+            and key.endswith(_DOCUMENT_TEXTS)
         ):
             return _Decision.REDACT
         return _Decision.KEEP
