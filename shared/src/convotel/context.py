@@ -42,6 +42,7 @@ from opentelemetry.util.types import AttributeValue
 
 from convotel.context_scope import ContextScope, ContextUpdate
 from convotel.json_encoding import safe_json_dumps
+from convotel.pseudonyms import recorded_user_id
 
 __all__ = [
     "CONTEXT_ATTRIBUTES",
@@ -183,7 +184,8 @@ def _session_update(session_id: str) -> ContextUpdate:
 
 
 def _user_update(user_id: str) -> ContextUpdate:
-    return lambda ctx: context_api.set_value(USER_ID, user_id, ctx)
+    recorded = recorded_user_id(user_id)  # its pseudonym when a user id key is configured
+    return lambda ctx: context_api.set_value(USER_ID, recorded, ctx)
 
 
 def _metadata_update(metadata: dict[str, Any]) -> ContextUpdate:
