@@ -212,6 +212,43 @@ def lint(session: nox.Session) -> None:
     session.run("mypy", *sources)
 
 
+#: The documentation site (mkdocs-material, API reference by mkdocstrings) and the runner of
+#: every Python example in its guides.
+DOCS_TOOLS = [
+    "mkdocs>=1.6,<2",
+    "mkdocs-material>=9.5",
+    "mkdocstrings[python]>=0.26",
+    "griffe-sphinx>=0.2",
+    "pytest-markdown-docs>=0.9",
+]
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site strictly and run every Python example in its guides."""
+    install_local(session, *LATEST_SDKS, *TEST_TOOLS, *DOCS_TOOLS, specs=DEMO_WITH_EXTRAS)
+    site = ROOT / ".nox" / "site"
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", str(site), env={"NO_MKDOCS_2_WARNING": "1"}
+    )
+    session.run("pytest", "--markdown-docs", "docs", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def sampler_env(session: nox.Session) -> None:
+    """convotel's session sampler chosen by OTEL_TRACES_SAMPLER under opentelemetry-instrument
+    (opentelemetry-distro's configurator reads it; kept out of the test venvs, where a
+    configured global tracer provider would stand in for the tests' own)."""
+    session.install("-e", "shared", "opentelemetry-distro>=0.58b0")
+    env = {
+        **OFFLINE_ENV,
+        "OTEL_TRACES_SAMPLER": "convotel_session",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+    }
+    program = ["python", "tests/packaging/sampler_from_env.py"]
+    session.run("opentelemetry-instrument", *program, env=env)
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
     """The main job: a multi-user chatbot traced into the embedded store, then its sessions."""
