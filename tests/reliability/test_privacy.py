@@ -147,6 +147,7 @@ OUTPUTS = SpanAttributes.LLM_OUTPUT_MESSAGES
 MESSAGE_TEXT = (".message.content", ".message_content.text")
 IMAGE_URL = ".message_content.image.image.url"
 EMBEDDINGS = SpanAttributes.EMBEDDING_EMBEDDINGS
+DOCUMENT_TEXTS = (".document.content", ".document.metadata")
 #: Values that differ between two runs of the same calls.
 VOLATILE = re.compile(
     r"convotel\.stream\.time_to_first_token_ms|retrieval\.documents\.\d+\.document\.id"
@@ -155,7 +156,8 @@ VOLATILE = re.compile(
 
 @dataclass(frozen=True)
 class Hiding:
-    """A hide option: the attributes it drops, those it redacts, the texts that must vanish."""
+    """A hide option: the attributes it drops, those it redacts, the texts that must vanish
+    (from what ``scanned`` names: a span and where in it, by default everywhere)."""
 
     config: TraceConfig
     dropped: Rule = _never
@@ -163,6 +165,7 @@ class Hiding:
     hidden_texts: Callable[[Sequence[ReadableSpan]], set[str]] = field(
         default=lambda baseline: set()
     )
+    scanned: Callable[[ReadableSpan, str], bool] = lambda span, where: True
 
 
 def _output_texts(baseline: Sequence[ReadableSpan]) -> set[str]:
@@ -176,6 +179,18 @@ def _output_texts(baseline: Sequence[ReadableSpan]) -> set[str]:
             if is_output and isinstance(value, str) and len(value) >= 4:
                 texts.add(value)
     return texts
+
+
+def _embedded_texts(baseline: Sequence[ReadableSpan]) -> set[str]:
+    """Every text the unhidden run recorded as embedded (``embedding.embeddings.*.text``)."""
+    return {
+        value
+        for span in baseline
+        for key, value in (span.attributes or {}).items()
+        if key.startswith(EMBEDDINGS)
+        and key.endswith(EmbeddingAttributes.EMBEDDING_TEXT)
+        and isinstance(value, str)
+    }
 
 
 HIDINGS = {
@@ -213,7 +228,7 @@ HIDINGS = {
         redacted=_any_of(
             _key(SpanAttributes.OUTPUT_VALUE),
             _prefixed(SpanAttributes.LLM_CHOICES),
-            _suffixed(SpanAttributes.RETRIEVAL_DOCUMENTS, ".document.content"),
+            _suffixed(SpanAttributes.RETRIEVAL_DOCUMENTS, *DOCUMENT_TEXTS),
         ),
         hidden_texts=_output_texts,
     ),
@@ -233,6 +248,36 @@ HIDINGS = {
     "hide_embedding_vectors": Hiding(
         TraceConfig(hide_embedding_vectors=True),
         redacted=_suffixed(EMBEDDINGS, EmbeddingAttributes.EMBEDDING_VECTOR),
+    ),
+    "hide_embeddings_vectors": Hiding(
+        TraceConfig(hide_embeddings_vectors=True),
+        redacted=_suffixed(EMBEDDINGS, EmbeddingAttributes.EMBEDDING_VECTOR),
+    ),
+    "hide_embeddings_text": Hiding(
+        TraceConfig(hide_embeddings_text=True),
+        redacted=_suffixed(EMBEDDINGS, EmbeddingAttributes.EMBEDDING_TEXT),
+        hidden_texts=_embedded_texts,
+        # An EMBEDDING span's other attributes; its input.value stays, as with OpenInference
+        # (hide_inputs hides it), and other spans may carry the texts as documents or context.
+        scanned=lambda span, where: (
+            (span.attributes or {}).get(SpanAttributes.OPENINFERENCE_SPAN_KIND) == "EMBEDDING"
+            and where != SpanAttributes.INPUT_VALUE
+        ),
+    ),
+    "hide_llm_tools": Hiding(
+        TraceConfig(hide_llm_tools=True),
+        dropped=_prefixed(SpanAttributes.LLM_TOOLS),
+        hidden_texts=lambda baseline: {WEATHER_TOOL["function"]["description"]},
+    ),
+    "hide_prompts": Hiding(
+        TraceConfig(hide_prompts=True), redacted=_prefixed(SpanAttributes.LLM_PROMPTS)
+    ),
+    "hide_choices": Hiding(
+        TraceConfig(hide_choices=True), redacted=_prefixed(SpanAttributes.LLM_CHOICES)
+    ),
+    "hide_retrieval_documents": Hiding(
+        TraceConfig(hide_retrieval_documents=True),
+        redacted=_suffixed(SpanAttributes.RETRIEVAL_DOCUMENTS, *DOCUMENT_TEXTS),
     ),
     "hide_llm_invocation_parameters": Hiding(
         TraceConfig(hide_llm_invocation_parameters=True),
@@ -286,6 +331,7 @@ def test_hide_option_drops_or_redacts_exactly_what_it_names(adapter: str, option
         f"{span.name}: {where}"
         for span in hidden
         for where, text in recorded_texts(span)
+        if hiding.scanned(span, where)
         for secret in hiding.hidden_texts(baseline)
         if secret in text
     ]
