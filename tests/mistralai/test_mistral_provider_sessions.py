@@ -16,7 +16,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from convotel import TraceConfig, using_session
+from convotel.call_span import Tracing
+from convotel.endpoints import sync_wrapper
 from convotel.mistralai import MistralAIInstrumentor
+from convotel.mistralai.endpoints import ENDPOINTS
 
 SOURCE = "convotel.session.source"
 STREAMED_CONVERSATION = "conv_0198d2c6f3b27e8a9c4d1f0b2a3e5c7d"
@@ -122,3 +125,27 @@ def test_chat_calls_get_no_provider_session(
             model="mistral-small-latest", messages=HELLO, temperature=0.2, max_tokens=64
         )
     assert sessions_of(list(span_exporter.get_finished_spans())) == [(None, None)]
+
+
+def test_each_binding_learns_the_session_by_its_own_config(
+    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    """``start`` learns its session from the response by the config of the instrumentor that
+    wrapped it, even while a call wrapped under another config runs inside it (the endpoint
+    remembered the last call's config: the inner call switched the outer one's session off)."""
+    (row,) = [w for w in ENDPOINTS if w.endpoint.span_name == "mistralai.conversations.start"]
+    tracer = tracer_provider.get_tracer("test")
+    on, off = TraceConfig(provider_sessions=True), TraceConfig(provider_sessions=False)
+    inner = sync_wrapper(lambda: Tracing(tracer, off), row.endpoint.reading(lambda: off))
+    outer = sync_wrapper(lambda: Tracing(tracer, on), row.endpoint.reading(lambda: on))
+
+    def sdk_start(conversation: str) -> dict[str, Any]:
+        if conversation == "conv_outer":
+            inner(sdk_start, None, ("conv_inner",), {})
+        return {"conversation_id": conversation, "outputs": []}
+
+    outer(sdk_start, None, ("conv_outer",), {})
+    assert sessions_of(list(span_exporter.get_finished_spans())) == [
+        (None, None),  # inner: provider sessions off
+        ("conv_outer", "mistral.conversation"),
+    ]

@@ -18,18 +18,24 @@ the span joins that session. The rules, the same for every adapter:
 
 :class:`ResponseChains` resolves OpenAI ``previous_response_id`` chains in memory: a bounded,
 thread-safe LRU map from a response id to its chain's session.
+:class:`SessionStreamAccumulator` records the session a stream names (the adapters say where).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry import context as context_api
 from opentelemetry.context import Context
 
+from convotel.attributes import Pair
 from convotel.context import MAX_ID_LENGTH, SESSION_ID, USER_ID
+
+if TYPE_CHECKING:  # convotel.finish imports this module (through convotel.call_span)
+    from convotel.finish import StreamAccumulator, StreamError
 
 __all__ = [
     "CONTEXT",
@@ -43,7 +49,10 @@ __all__ = [
     "SOURCES",
     "ProviderSession",
     "ResponseChains",
+    "ResponseSession",
+    "SessionStreamAccumulator",
     "provider_id",
+    "session_in_force",
     "session_pairs",
     "session_source",
     "with_provider_session",
@@ -78,6 +87,10 @@ SOURCES = (
 MAX_CHAINED_RESPONSES = 10_000
 
 _PROVIDER_SESSION_KEY = context_api.create_key("convotel-provider-session")
+
+#: The session pairs a response (or what a stream said of it) gives, given the session in force
+#: when the call was made (``None``: none was).
+ResponseSession = Callable[[Any, "str | None"], Iterator[Pair]]
 
 
 class ProviderSession(NamedTuple):
@@ -118,6 +131,12 @@ def session_source(context: Context) -> str | None:
     if isinstance(provider, ProviderSession) and provider.session_id == session_id:
         return provider.source
     return CONTEXT  # set (or replaced) by the application
+
+
+def session_in_force() -> str | None:
+    """The current context's session (the caller's, when a call's response is read)."""
+    session = context_api.get_value(SESSION_ID)
+    return session if isinstance(session, str) and session else None
 
 
 def session_pairs(session: ProviderSession) -> tuple[tuple[str, Any], ...]:
@@ -164,3 +183,41 @@ class ResponseChains:
     def clear(self) -> None:
         with self._lock:
             self._sessions.clear()
+
+
+class SessionStreamAccumulator:
+    """A stream's accumulator that also records the session the stream names.
+
+    ``find`` looks at each chunk until it returns what names the session (not ``None``: OpenAI's
+    ``response.created`` response, Mistral's started conversation id); when the stream ends,
+    ``read`` turns it into session pairs, as for a response that was not streamed.
+    """
+
+    __slots__ = ("_context_session", "_find", "_found", "_inner", "_read")
+
+    def __init__(
+        self,
+        inner: StreamAccumulator,
+        find: Callable[[Any], Any],
+        read: ResponseSession,
+        context_session: str | None,
+    ) -> None:
+        self._inner = inner
+        self._find = find
+        self._read = read
+        self._context_session = context_session
+        self._found: Any = None
+
+    def process(self, chunk: Any) -> bool | None:
+        if self._found is None:
+            self._found = self._find(chunk)
+        return self._inner.process(chunk)
+
+    def error(self) -> StreamError | None:
+        error = getattr(self._inner, "error", None)
+        return error() if error is not None else None
+
+    def attributes(self) -> Iterator[Pair]:
+        yield from self._inner.attributes()
+        if self._found is not None:
+            yield from self._read(self._found, self._context_session)

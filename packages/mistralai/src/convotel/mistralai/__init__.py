@@ -14,6 +14,7 @@ from typing import Any
 
 from opentelemetry import trace as trace_api
 
+from convotel.config import TraceConfig
 from convotel.instrumentor import ConvotelInstrumentor, WrapTarget
 from convotel.mistralai import endpoints, sdk_telemetry
 from convotel.mistralai.package import _instruments
@@ -48,11 +49,16 @@ class MistralAIInstrumentor(ConvotelInstrumentor):
         )
         super()._instrument(**kwargs)
 
+    def _config(self) -> TraceConfig:
+        return self.tracing.config
+
     def wrap_targets(self) -> Sequence[WrapTarget]:
         targets = [
             target
-            for wrapped in endpoints.ENDPOINTS
-            for target in _sync_and_async(wrapped.module, wrapped.method, wrapped.endpoint)
+            for wrapped in endpoints.ENDPOINTS  # each endpoint following this instrumentor's config
+            for target in _sync_and_async(
+                wrapped.module, wrapped.method, wrapped.endpoint.reading(self._config)
+            )
         ]
         targets += [
             WrapTarget(

@@ -6,11 +6,14 @@ response, and which accumulator reads a stream), so each is a row of :data:`ENDP
 class of its own.
 
 Conversations API calls start in the conversation's session when none is in force
-(:mod:`convotel.mistralai.sessions`).
+(:mod:`convotel.mistralai.sessions`). Whether they do is the instrumentor's
+``TraceConfig(provider_sessions=...)``: the instrumentor wraps each row's endpoint bound to its
+own config (:meth:`MistralEndpoint.reading`), which the response hooks read too.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
 from typing import Any, NamedTuple
@@ -23,9 +26,10 @@ from convotel.config import TraceConfig
 from convotel.mistralai import extraction, sessions
 from convotel.mistralai.streaming import CompletionStreamAccumulator, ConversationStreamAccumulator
 from convotel.payloads import field
+from convotel.provider_sessions import SessionStreamAccumulator, session_in_force
 from convotel.spans import Endpoint, StreamAccumulator
 
-__all__ = ["ENDPOINTS", "MistralEndpoint", "Wrapped", "is_event_stream"]
+__all__ = ["ENDPOINTS", "ConfigGetter", "MistralEndpoint", "Wrapped", "is_event_stream"]
 
 _LLM = OpenInferenceSpanKindValues.LLM
 _EMBEDDING = OpenInferenceSpanKindValues.EMBEDDING
@@ -33,6 +37,7 @@ _GUARDRAIL = OpenInferenceSpanKindValues.GUARDRAIL
 
 RequestExtractor = Callable[[Mapping[str, Any]], Iterator[Pair]]
 ResponseExtractor = Callable[[Any], Iterator[Pair]]
+ConfigGetter = Callable[[], TraceConfig]
 
 
 def is_event_stream(response: Any) -> bool:
@@ -42,7 +47,12 @@ def is_event_stream(response: Any) -> bool:
 
 class MistralEndpoint(Endpoint):
     """One wrapped method: its span name and kind, how to read its request and response, and
-    (for streaming methods) the accumulator of the returned event stream."""
+    (for streaming methods) the accumulator of the returned event stream.
+
+    ``get_config`` is the config whose ``provider_sessions`` the response hooks follow (the core
+    hands the request hooks the same one); the rows of :data:`ENDPOINTS` read one from the
+    environment until an instrumentor binds them to its own (:meth:`reading`).
+    """
 
     exposes_call = True  # found by the SDK telemetry hook (inside_call)
 
@@ -56,6 +66,7 @@ class MistralEndpoint(Endpoint):
         *,
         conversation: bool = False,
         starts_conversation: bool = False,
+        get_config: ConfigGetter = TraceConfig,
     ) -> None:
         self.span_name = span_name
         self.kind = kind
@@ -66,17 +77,22 @@ class MistralEndpoint(Endpoint):
         self._conversation = conversation
         #: ``start``: the conversation (and session) is known from the response.
         self._starts_conversation = starts_conversation
-        #: ``provider_sessions`` of the config the last call started with (one instrumentor
-        #: instance per process: BaseInstrumentor is a singleton).
-        self._sessions_on = True
+        self._get_config = get_config
+
+    def reading(self, get_config: ConfigGetter) -> MistralEndpoint:
+        """This endpoint, following the config ``get_config`` returns (an instrumentor's)."""
+        bound = copy.copy(self)
+        bound._get_config = get_config
+        return bound
+
+    def _learns_session(self) -> bool:
+        """``start``: the response says the conversation, and provider sessions are on."""
+        return self._starts_conversation and self._get_config().provider_sessions
 
     def provider_context(
         self, config: TraceConfig, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> Context | None:
-        if not self._conversation:
-            return None
-        self._sessions_on = config.provider_sessions
-        return sessions.call_context(config, kwargs)
+        return sessions.call_context(config, kwargs) if self._conversation else None
 
     def request_attributes(
         self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -84,11 +100,9 @@ class MistralEndpoint(Endpoint):
         return self._request(kwargs)
 
     def response_attributes(self, response: Any) -> Iterator[Pair]:
-        if not (self._starts_conversation and self._sessions_on):
+        if not self._learns_session():
             return self._response(response)
-        learnt = sessions.response_session(
-            field(response, "conversation_id"), sessions.session_in_force()
-        )
+        learnt = sessions.response_session(field(response, "conversation_id"), session_in_force())
         return chain(self._response(response), learnt)
 
     def stream_accumulator(
@@ -96,11 +110,14 @@ class MistralEndpoint(Endpoint):
     ) -> StreamAccumulator | None:
         if self._accumulator is None or not is_event_stream(response):
             return None
-        if self._starts_conversation and self._sessions_on:
-            return sessions.SessionStreamAccumulator(
-                self._accumulator(), sessions.session_in_force()
-            )
-        return self._accumulator()
+        if not self._learns_session():
+            return self._accumulator()
+        return SessionStreamAccumulator(
+            self._accumulator(),
+            sessions.started_conversation,
+            sessions.response_session,
+            session_in_force(),
+        )
 
 
 class Wrapped(NamedTuple):

@@ -18,7 +18,6 @@ from opentelemetry.context import Context
 from convotel.attributes import Pair
 from convotel.config import TraceConfig
 from convotel.context import SESSION_ID
-from convotel.finish import StreamAccumulator, StreamError
 from convotel.payloads import field
 from convotel.provider_sessions import (
     MISTRAL_CONVERSATION,
@@ -28,13 +27,7 @@ from convotel.provider_sessions import (
     with_provider_session,
 )
 
-__all__ = ["SessionStreamAccumulator", "call_context", "response_session", "session_in_force"]
-
-
-def session_in_force() -> str | None:
-    """The current context's session (the caller's, when a response is read)."""
-    session = context_api.get_value(SESSION_ID)
-    return session if isinstance(session, str) and session else None
+__all__ = ["call_context", "response_session", "started_conversation"]
 
 
 def call_context(config: TraceConfig, kwargs: Mapping[str, Any]) -> Context | None:
@@ -58,27 +51,9 @@ def response_session(conversation: Any, context_session: str | None) -> Iterator
         yield from session_pairs(ProviderSession(found, MISTRAL_CONVERSATION))
 
 
-class SessionStreamAccumulator:
-    """A ``start_stream`` accumulator that also records the conversation it started."""
-
-    __slots__ = ("_context_session", "_conversation", "_inner")
-
-    def __init__(self, inner: StreamAccumulator, context_session: str | None) -> None:
-        self._inner = inner
-        self._context_session = context_session
-        self._conversation: Any = None
-
-    def process(self, chunk: Any) -> bool | None:
-        if self._conversation is None:
-            data = field(chunk, "data")
-            if field(data, "type") == "conversation.response.started":
-                self._conversation = field(data, "conversation_id")
-        return self._inner.process(chunk)
-
-    def error(self) -> StreamError | None:
-        error = getattr(self._inner, "error", None)
-        return error() if error is not None else None
-
-    def attributes(self) -> Iterator[Pair]:
-        yield from self._inner.attributes()
-        yield from response_session(self._conversation, self._context_session)
+def started_conversation(chunk: Any) -> Any:
+    """The conversation id of a stream's ``conversation.response.started`` event, else ``None``."""
+    data = field(chunk, "data")
+    if field(data, "type") == "conversation.response.started":
+        return field(data, "conversation_id")
+    return None

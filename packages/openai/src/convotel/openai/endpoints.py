@@ -32,18 +32,16 @@ from typing import Any, NamedTuple
 from openai import APIResponse, AsyncAPIResponse, AsyncAzureOpenAI, AsyncStream, AzureOpenAI, Stream
 from openai._legacy_response import LegacyAPIResponse
 from openinference.semconv.trace import OpenInferenceSpanKindValues
-from opentelemetry import context as context_api
 from opentelemetry.context import Context
 
 from convotel.attributes import is_unset
 from convotel.call_span import CallSpan
 from convotel.config import TraceConfig
-from convotel.context import SESSION_ID
 from convotel.endpoints import Endpoint
 from convotel.finish import StreamAccumulator
 from convotel.openai import extraction, sessions
 from convotel.openai.extraction import AZURE, Pair, provider_for_host
-from convotel.openai.sessions import RequestSession, ResponseSession, SessionStreamAccumulator
+from convotel.openai.sessions import RequestSession
 from convotel.openai.stream_usage import RejectingServers
 from convotel.openai.streaming import (
     ChatStreamAccumulator,
@@ -53,6 +51,7 @@ from convotel.openai.streaming import (
     ResponsesStreamAccumulator,
     proxy_stream,
 )
+from convotel.provider_sessions import ResponseSession, SessionStreamAccumulator, session_in_force
 
 __all__ = [
     "ENDPOINTS",
@@ -172,7 +171,7 @@ class OpenAIEndpoint(Endpoint):
         read = self._response_session()
         if read is None:
             return self.spec.response(response)
-        return chain(self.spec.response(response), read(response, _session_in_force()))
+        return chain(self.spec.response(response), read(response, session_in_force()))
 
     def _response_session(self) -> ResponseSession | None:
         read = self.spec.response_session
@@ -190,18 +189,14 @@ class OpenAIEndpoint(Endpoint):
         read = self._response_session()
         if read is None:
             return accumulator
-        return SessionStreamAccumulator(accumulator, read, _session_in_force())
+        return SessionStreamAccumulator(
+            accumulator, sessions.response_created, read, session_in_force()
+        )
 
     def wrap_stream(self, response: Any, call: CallSpan, accumulator: StreamAccumulator) -> Any:
         if isinstance(response, _STREAMS):
             return proxy_stream(response, call, accumulator)
         return DeferredResponseProxy(response, call, self, accumulator)
-
-
-def _session_in_force() -> str | None:
-    """The session of the current context (the caller's, when a call's response is read)."""
-    session = context_api.get_value(SESSION_ID)
-    return session if isinstance(session, str) and session else None
 
 
 class UsageRequestingEndpoint(OpenAIEndpoint):

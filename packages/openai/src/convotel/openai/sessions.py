@@ -29,7 +29,6 @@ from opentelemetry.context import Context
 from convotel.attributes import Pair
 from convotel.config import TraceConfig
 from convotel.context import SESSION_ID, USER_ID
-from convotel.finish import StreamAccumulator, StreamError
 from convotel.json_encoding import safe_json_dumps
 from convotel.payloads import field
 from convotel.provider_sessions import (
@@ -38,6 +37,7 @@ from convotel.provider_sessions import (
     OPENAI_RESPONSE,
     ProviderSession,
     ResponseChains,
+    ResponseSession,
     provider_id,
     session_pairs,
     with_provider_session,
@@ -48,20 +48,18 @@ __all__ = [
     "RESPONSE_CHAINS",
     "RequestSession",
     "ResponseSession",
-    "SessionStreamAccumulator",
     "call_context",
     "conversation_created_session",
     "conversation_id",
     "items_request_attributes",
     "items_session",
+    "response_created",
     "responses_request_session",
     "responses_session",
 ]
 
 #: A request's session: from the call's positional and keyword arguments.
 RequestSession = Callable[[tuple[Any, ...], Mapping[str, Any]], ProviderSession | None]
-#: A response's session pairs, given the session in force when the call was made.
-ResponseSession = Callable[[Any, "str | None"], Iterator[Pair]]
 
 #: The ``previous_response_id`` chains this process has seen (bounded, see ResponseChains).
 RESPONSE_CHAINS = ResponseChains()
@@ -153,33 +151,10 @@ def _stored(response: Any) -> object:
     return stored if stored is not None else getattr(response, "store", None)
 
 
-class SessionStreamAccumulator:
-    """A Responses stream's accumulator that also records the response's session: the response
-    of ``response.created`` (the first event) says it, whatever happens after."""
-
-    __slots__ = ("_context_session", "_inner", "_read", "_response")
-
-    def __init__(
-        self, inner: StreamAccumulator, read: ResponseSession, context_session: str | None
-    ) -> None:
-        self._inner = inner
-        self._read = read
-        self._context_session = context_session
-        self._response: Any = None
-
-    def process(self, chunk: Any) -> bool | None:
-        if self._response is None and field(chunk, "type") == "response.created":
-            self._response = field(chunk, "response")
-        return self._inner.process(chunk)
-
-    def error(self) -> StreamError | None:
-        error = getattr(self._inner, "error", None)
-        return error() if error is not None else None
-
-    def attributes(self) -> Iterator[Pair]:
-        yield from self._inner.attributes()
-        if self._response is not None:
-            yield from self._read(self._response, self._context_session)
+def response_created(event: Any) -> Any:
+    """The response of a Responses stream's ``response.created`` event (the first; it says the
+    response's session whatever happens after), else ``None``."""
+    return field(event, "response") if field(event, "type") == "response.created" else None
 
 
 # --- Conversations API ------------------------------------------------------------------------
