@@ -81,7 +81,7 @@ query ($name: String!) {
         sessionId
         traces(first: 20) { edges { node {
           traceId
-          rootSpan { name parentId attributes input { value } output { value } }
+          rootSpan { name spanKind parentId attributes input { value } output { value } }
         } } }
       } }
     }
@@ -432,21 +432,6 @@ CHAIN_IDS = tuple(f"resp_chain{n}0a1b2c3" for n in range(1, 6))
 #: `responses_chains_interleaved.yaml`: turns of two chains alternate (A1, B1, A2, B2, A3).
 ALPHA_IDS = tuple(f"resp_alpha{n}0a1b2c3" for n in range(1, 4))
 BRAVO_IDS = tuple(f"resp_bravo{n}0a1b2c3" for n in range(1, 3))
-#: Each session's traces, oldest first, with what Phoenix shows of each trace's root span.
-SESSION_TURNS_QUERY = """
-query ($name: String!) {
-  getProjectByName(name: $name) {
-    sessions(first: 100) {
-      edges { node {
-        sessionId
-        traces(first: 20) { edges { node {
-          rootSpan { name spanKind attributes input { value } output { value } }
-        } } }
-      } }
-    }
-  }
-}
-"""
 
 
 class CassetteTransport(httpx.BaseTransport):
@@ -565,7 +550,7 @@ def test_phoenix_keeps_interleaved_chains_apart(chained_run: ChainedRun) -> None
 def test_phoenix_shows_each_chained_turn_input_output_and_session_source(
     phoenix: Phoenix, chained_run: ChainedRun
 ) -> None:
-    data = phoenix.graphql(SESSION_TURNS_QUERY, {"name": chained_run.project})["getProjectByName"]
+    data = phoenix.graphql(SESSION_ROOTS_QUERY, {"name": chained_run.project})["getProjectByName"]
     sessions = {edge["node"]["sessionId"]: edge["node"] for edge in data["sessions"]["edges"]}
     for session_id, turns in chained_run.turns.items():
         traces = [edge["node"] for edge in sessions[session_id]["traces"]["edges"]]
