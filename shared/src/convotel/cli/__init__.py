@@ -18,6 +18,7 @@ from convotel.cli.demo_command import (
     add_demo_command,
     load_demo,
 )
+from convotel.cli.export_command import add_export_command, run_export
 from convotel.cli.session_json import session_as_json
 from convotel.cli.session_text import format_session, format_sessions_table
 from convotel.cli.sessions_command import (
@@ -54,6 +55,7 @@ def build_parser(demo: DemoCommand | None = None) -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_sessions_command(commands)
+    add_export_command(commands)
     add_demo_command(commands, demo)
     return parser
 
@@ -74,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sessions":
             return run_sessions(args, sys.stdout, sys.stderr)
+        if args.command == "export":
+            return run_export(args, sys.stdout, sys.stderr)
         if args.command == "demo" and demo is not None:
             return int(demo.run(args))
     except BrokenPipeError:  # `convotel sessions | head`
