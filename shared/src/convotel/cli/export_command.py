@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from convotel.cli.sessions_command import parse_time
+from convotel.cli.sessions_command import _positive_int, parse_time
 from convotel.store import STORE_ENV_VAR, SpanStore, StoreError
 from convotel.store.export import (
     DEFAULT_BATCH_SIZE,
@@ -22,13 +22,6 @@ _OTLP_MISSING = (
     "convotel export needs OpenTelemetry's OTLP/HTTP exporter: "
     "pip install 'convotel[otlp]' (or opentelemetry-exporter-otlp-proto-http)"
 )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _positive_float(text: str) -> float:
