@@ -74,3 +74,19 @@ def test_sessions_can_be_filtered_by_source(
     store: Path, capsys: pytest.CaptureFixture[str], source: str, expected: set[str]
 ) -> None:
     assert set(listed(capsys, "--store", str(store), "--source", source)) == expected
+
+
+def test_sessions_table_and_show_name_the_source(
+    store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
+    assert main(["sessions", "--store", str(store)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["SESSION", "FROM"]
+    rows = {line.split()[0]: line for line in lines[1:4]}
+    assert rows[CHAIN[0]].split()[1:3] == ["openai", "chain"]
+    assert rows[CONVERSATION].split()[1:3] == ["openai", "conv"]
+    assert rows["app-session-1"].split()[1] == "-"
+    assert main(["sessions", "show", CHAIN[0], "--store", str(store)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[1] == "Source    openai.response (the provider's own conversation)"

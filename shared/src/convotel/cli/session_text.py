@@ -7,6 +7,7 @@ import textwrap
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
+from convotel import provider_sessions
 from convotel.cli.text_table import (
     Column,
     format_duration,
@@ -20,6 +21,23 @@ __all__ = ["format_session", "format_sessions_table"]
 
 _MAX_FIELD_CHARS = 4000  # per text field in `sessions show`
 
+#: The table's short names of the provider sources (``openai.response`` is a chain's first
+#: response); another source is shown as recorded.
+_SOURCE_LABELS = {
+    provider_sessions.OPENAI_CONVERSATION: "openai conv",
+    provider_sessions.OPENAI_PREVIOUS_RESPONSE: "openai chain",
+    provider_sessions.OPENAI_RESPONSE: "openai chain",
+    provider_sessions.MISTRAL_CONVERSATION: "mistral conv",
+    provider_sessions.LLAMA_INDEX_CHAT_STORE: "llamaindex key",
+}
+
+
+def _source_label(source: str | None) -> str:
+    """A session's source in the table: ``-`` for the application's own (or unrecorded)."""
+    if source is None or source == provider_sessions.CONTEXT:
+        return "-"
+    return _SOURCE_LABELS.get(source) or truncate(source, 14)
+
 
 def _local_time(nanoseconds: int) -> datetime:
     return datetime.fromtimestamp(nanoseconds / 1e9, tz=timezone.utc).astimezone()
@@ -27,7 +45,8 @@ def _local_time(nanoseconds: int) -> datetime:
 
 def format_sessions_table(sessions: Sequence[Session], width: int | None = None) -> str:
     """The ``convotel sessions`` table fitted to ``width`` (default: the terminal's); narrow
-    terminals lose the FIRST, LATENCY and LAST OUTPUT columns, in that order."""
+    terminals lose the FIRST, LATENCY, LAST OUTPUT and FROM columns, in that order. FROM (after
+    SESSION) names the provider's conversation a session came from, when any did."""
 
     def time_text(nanoseconds: int) -> str:
         return f"{_local_time(nanoseconds):%m-%d %H:%M:%S}"
@@ -55,6 +74,10 @@ def format_sessions_table(sessions: Sequence[Session], width: int | None = None)
             drop_rank=3,
         ),
     ]
+    sources = [_source_label(s.source) for s in sessions]
+    if any(source != "-" for source in sources):
+        # At most 14 characters, never shrunk: dropped last on a narrow terminal.
+        columns.insert(1, Column("FROM", sources, drop_rank=4))
     return format_table(columns, width or terminal_width())
 
 
@@ -119,8 +142,13 @@ def format_session(session: Session, width: int | None = None) -> str:
     first, last = _local_time(session.first_time_ns), _local_time(session.last_time_ns)
     last_text = f"{last:%H:%M:%S}" if last.date() == first.date() else f"{last:%Y-%m-%d %H:%M:%S}"
     users = ", ".join(session.user_ids) or "-"
-    lines = [
-        f"Session   {session.session_id}",
+    lines = [f"Session   {session.session_id}"]
+    source = session.source
+    if source == provider_sessions.CONTEXT:
+        lines.append("Source    context (set by the application)")
+    elif source is not None:
+        lines.append(f"Source    {source} (the provider's own conversation)")
+    lines += [
         f"User      {users}",
         f"Turns     {len(session.turns)}  |  LLM calls {session.llm_calls}  |  "
         f"errors {session.errors}",
