@@ -216,6 +216,13 @@ def conversations_start_stream(client: Mistral) -> None:
         pass
 
 
+def conversations_append_stream(client: Mistral) -> None:
+    for _ in client.beta.conversations.append_stream(
+        conversation_id=CONVERSATION_ID, inputs="When was it published?"
+    ):
+        pass
+
+
 def conversations_start_stream_error(client: Mistral) -> None:
     for _ in client.beta.conversations.start_stream(
         inputs=CONVERSATION_ERROR_INPUT, model="mistral-medium-latest"
@@ -441,6 +448,50 @@ SCENARIOS: dict[str, tuple[Callable[[Mistral], None], WireResponse]] = {
                         "type": "conversation.response.done",
                         "created_at": "2026-01-01T00:00:00.910000Z",
                         "usage": conversation_usage(11, 8),
+                    },
+                ],
+                event_names=True,
+            ),
+            "text/event-stream; charset=utf-8",
+        ),
+    ),
+    "conversations_append_stream": (
+        conversations_append_stream,
+        WireResponse(
+            200,
+            sse(
+                [
+                    {
+                        "type": "conversation.response.started",
+                        "created_at": "2026-01-01T00:01:00.040000Z",
+                        "conversation_id": CONVERSATION_ID,
+                    },
+                    {
+                        "type": "message.output.delta",
+                        "created_at": "2026-01-01T00:01:00.300000Z",
+                        "output_index": 0,
+                        "id": "msg_0198d2c7a0b1c2d3e4f5a6b7c8d9e0f1",
+                        "content_index": 0,
+                        "model": "mistral-medium-latest",
+                        "agent_id": None,
+                        "role": "assistant",
+                        "content": "It was published",
+                    },
+                    {
+                        "type": "message.output.delta",
+                        "created_at": "2026-01-01T00:01:00.400000Z",
+                        "output_index": 0,
+                        "id": "msg_0198d2c7a0b1c2d3e4f5a6b7c8d9e0f1",
+                        "content_index": 0,
+                        "model": "mistral-medium-latest",
+                        "agent_id": None,
+                        "role": "assistant",
+                        "content": " in 1862.",
+                    },
+                    {
+                        "type": "conversation.response.done",
+                        "created_at": "2026-01-01T00:01:00.700000Z",
+                        "usage": conversation_usage(32, 9),
                     },
                 ],
                 event_names=True,

@@ -5,6 +5,7 @@ through the real SDK from the Conversations API cassettes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -149,3 +150,33 @@ def test_each_binding_learns_the_session_by_its_own_config(
         (None, None),  # inner: provider sessions off
         ("conv_outer", "mistral.conversation"),
     ]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("explicit", [None, "app-conv-3"])
+def test_append_stream_is_in_the_requested_conversation(
+    client: Mistral, span_exporter: InMemorySpanExporter, mode: str, explicit: str | None
+) -> None:
+    conversations = client.beta.conversations
+
+    async def append_async() -> str:
+        stream = await conversations.append_stream_async(
+            conversation_id=CONVERSATION_ID, inputs=FOLLOW_UP
+        )
+        return "".join([e.data.content async for e in stream if e.event == "message.output.delta"])
+
+    session = using_session(explicit) if explicit else contextlib.nullcontext()
+    with replay.use_cassette(cassette("conversations_append_stream")), session:
+        if mode == "sync":
+            stream = conversations.append_stream(conversation_id=CONVERSATION_ID, inputs=FOLLOW_UP)
+            text = "".join(e.data.content for e in stream if e.event == "message.output.delta")
+        else:
+            text = asyncio.run(append_async())
+    assert text == "It was published in 1862."
+    (span,) = span_exporter.get_finished_spans()
+    assert span.name == "mistralai.conversations.append_stream"
+    assert span.attributes["output.value"] == text
+    if explicit:
+        assert sessions_of([span]) == [(explicit, "context")]
+    else:
+        assert sessions_of([span]) == [(CONVERSATION_ID, "mistral.conversation")]
