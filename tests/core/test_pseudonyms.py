@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 
 import pytest
 from opentelemetry import context as context_api
@@ -15,7 +15,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from convotel import get_attributes_from_context, pseudonyms, set_user, using_attributes, using_user
+from convotel import (
+    TraceConfig,
+    get_attributes_from_context,
+    pseudonyms,
+    set_user,
+    using_attributes,
+    using_user,
+)
+from convotel.instrumentor import ConvotelInstrumentor, WrapTarget
 from convotel.logs import SessionLogFilter
 from convotel.propagation import SessionBaggagePropagator, SessionSpanProcessor
 from convotel.pseudonyms import (
@@ -127,3 +135,25 @@ def test_a_bad_key_is_a_clear_error(bad: object) -> None:
 def test_no_key_and_no_argument_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=f"no user id key: set {USER_ID_KEY_ENV}"):
         pseudonymous_user_id("alice")
+
+
+def test_a_trace_config_key_becomes_the_process_key_when_instrumenting() -> None:
+    class NothingToWrap(ConvotelInstrumentor):
+        instrumentation_name = "convotel.tests.nothing"
+
+        def instrumentation_dependencies(self) -> Collection[str]:
+            return ()
+
+        def wrap_targets(self) -> Sequence[WrapTarget]:
+            return ()
+
+    config = TraceConfig(user_id_key=KEY)
+    assert KEY not in repr(config)
+    instrumentor = NothingToWrap()
+    instrumentor.instrument(tracer_provider=TracerProvider(), config=config)
+    try:
+        with using_user("alice"):
+            assert user() == pseudonymous_user_id("alice", key=KEY)
+    finally:
+        instrumentor.uninstrument()
+        pseudonyms._configured.clear()

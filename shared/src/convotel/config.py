@@ -149,6 +149,9 @@ class TraceConfig:
     * ``record_cost`` [CONVOTEL_RECORD_COST] (default true): an LLM span records its cost in USD
       (``llm.cost.*``) priced by ``genai-prices``' bundled data (see :mod:`convotel.cost`); an
       unknown model or provider gets no cost. ``False`` records none.
+    * ``user_id_key`` [CONVOTEL_USER_ID_KEY] (default: none): record and propagate user ids as
+      keyed pseudonyms (:mod:`convotel.pseudonyms`); given here, it becomes the process's key when
+      the instrumentor is instrumented.
     """
 
     hide_inputs: bool = _option("OPENINFERENCE_HIDE_INPUTS", False)
@@ -175,6 +178,10 @@ class TraceConfig:
     provider_sessions: bool = _option("CONVOTEL_PROVIDER_SESSIONS", True)
     provider_user_ids: bool = _option("CONVOTEL_PROVIDER_USER_IDS", False)
     record_cost: bool = _option("CONVOTEL_RECORD_COST", True)
+    #: The key user ids are pseudonymised with (see :mod:`convotel.pseudonyms`); given here, the
+    #: instrumentor makes it the process's key when instrumenting (``CONVOTEL_USER_ID_KEY`` is
+    #: read by that module itself). Never shown in the config's ``repr``.
+    user_id_key: str | bytes | None = field(default=None, repr=False, compare=False)
     _decisions: dict[str, _Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

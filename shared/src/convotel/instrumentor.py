@@ -26,6 +26,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from convotel.call_span import Tracing
 from convotel.config import TraceConfig
 from convotel.endpoints import Endpoint, WrapperFunction, async_wrapper, sync_wrapper
+from convotel.pseudonyms import configure_user_id_key
 
 __all__ = ["ConvotelInstrumentor", "WrapTarget"]
 
@@ -134,6 +135,8 @@ class ConvotelInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             tracer_provider=kwargs.get("tracer_provider"),
         )
         self._tracing = Tracing(tracer, config if isinstance(config, TraceConfig) else None)
+        if self._tracing.config.user_id_key is not None:
+            configure_user_id_key(self._tracing.config.user_id_key)
         for target in self.wrap_targets():
             self._wrap(target)
 
