@@ -345,7 +345,10 @@ def test_max_value_length_truncates_every_recorded_text(adapter: str) -> None:
 
     for before, after in _paired(baseline, truncated):
         expected = {}
+        model = str(_attributes(before).get(SpanAttributes.LLM_MODEL_NAME, ""))
         for key, value in _attributes(before).items():
+            if key.startswith(("llm.cost.", "convotel.cost.")) and len(model) >= MAX_VALUE_LENGTH:
+                continue  # a model name that may be cut is not priced (convotel.cost)
             if isinstance(value, str):
                 value = value[:MAX_VALUE_LENGTH]
             elif isinstance(value, tuple) and all(isinstance(item, str) for item in value):

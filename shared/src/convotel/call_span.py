@@ -33,6 +33,7 @@ from opentelemetry.util.types import AttributeValue
 from convotel.attributes import Pair
 from convotel.config import TraceConfig
 from convotel.context import CONTEXT_ATTRIBUTES, get_attributes_from_context
+from convotel.cost import cost_attributes
 from convotel.genai import genai_attributes
 from convotel.json_encoding import safe_json_dumps, valid_unicode
 from convotel.provider_sessions import SESSION_SOURCE, session_source
@@ -60,6 +61,7 @@ _EMBEDDING = OpenInferenceSpanKindValues.EMBEDDING.value
 _CHAIN = OpenInferenceSpanKindValues.CHAIN.value
 _KIND_VALUES: dict[object, str] = {kind: kind.value for kind in OpenInferenceSpanKindValues}
 _TOKEN_COUNT_PREFIX = "llm.token_count"
+_PROMPT_TOKENS = SpanAttributes.LLM_TOKEN_COUNT_PROMPT
 _OK = Status(StatusCode.OK)
 _CONTEXT_KEYS = frozenset(CONTEXT_ATTRIBUTES)
 _SESSION = SpanAttributes.SESSION_ID
@@ -272,6 +274,8 @@ class CallSpan:
                 pending[DEFERRED_TO_PROVIDER] = True
                 if self.span.is_recording() and _span_kind(self.span) in (_LLM, _EMBEDDING):
                     pending[_KIND] = _CHAIN
+            elif self._config.record_cost and _PROMPT_TOKENS in pending:
+                pending.update(_cost_pairs(self.span, pending, self._config.max_value_length))
             if self._config.enable_genai_semconv:
                 pending = {**pending, **_genai_pairs(self.span, pending)}
             if pending:
@@ -285,6 +289,18 @@ def _genai_pairs(span: Span, pending: Mapping[str, Any]) -> dict[str, Any]:
     recorded = getattr(span, "attributes", None)
     combined = {**recorded, **pending} if isinstance(recorded, Mapping) else dict(pending)
     return dict(genai_attributes(combined))
+
+
+def _cost_pairs(span: Span, pending: Mapping[str, Any], cut_at: int | None) -> dict[str, Any]:
+    """The cost of an LLM span's call (see :mod:`convotel.cost`); a deferred one has none."""
+    recorded = getattr(span, "attributes", None)
+    if not isinstance(recorded, Mapping) or recorded.get(_KIND) != _LLM:
+        return {}
+    try:
+        return cost_attributes(pending, recorded, truncated_at=cut_at)
+    except Exception as exc:  # noqa: BLE001 - a price that cannot be computed is not recorded
+        log_once("pricing a call", exc)
+        return {}
 
 
 def _span_kind(span: Span) -> object:
