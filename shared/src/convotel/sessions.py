@@ -11,7 +11,10 @@ Finished spans (OpenTelemetry ``ReadableSpan`` objects or rows of the SQLite sto
   when reported, else prompt + completion), so a framework span wrapping a provider span is not
   counted twice;
 - an error is counted where it happened: a span with status ERROR none of whose children has
-  status ERROR (an exception bubbling up through three spans is one error).
+  status ERROR (an exception bubbling up through three spans is one error);
+- cost (USD) is summed over LLM-kind spans' ``llm.cost.total`` (see :mod:`convotel.cost`), so it
+  too is counted once; ``None`` when no model call in it was priced, and the model calls without
+  a price (unknown model, cost recording off) are counted apart.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ __all__ = [
     "as_span_record",
     "build_sessions",
     "group_by_session",
+    "span_cost",
+    "sum_costs",
 ]
 
 _SESSION_SOURCE = "convotel.session.source"  # convotel.provider_sessions.SESSION_SOURCE
@@ -229,6 +234,10 @@ class Turn:
     llm_calls: int
     start_ns: int
     end_ns: int
+    #: USD over its priced model calls (``llm.cost.total``); ``None`` if none was priced.
+    cost_usd: float | None = None
+    #: Model calls that recorded no cost (so ``cost_usd`` leaves them out).
+    unpriced_llm_calls: int = 0
 
     @property
     def latency_ns(self) -> int:
@@ -301,6 +310,15 @@ class Session:
     @property
     def errors(self) -> int:
         return sum(len(turn.errors) for turn in self.turns)
+
+    @property
+    def cost_usd(self) -> float | None:
+        """USD over the session's priced model calls; ``None`` if none was priced."""
+        return sum_costs(turn.cost_usd for turn in self.turns)
+
+    @property
+    def unpriced_llm_calls(self) -> int:
+        return sum(turn.unpriced_llm_calls for turn in self.turns)
 
     @property
     def first_time_ns(self) -> int:
@@ -376,6 +394,7 @@ def build_turn(trace_spans: Sequence[SpanRecord]) -> Turn:
     roots = [span for span in ordered if span.parent_id not in span_ids]
     root = roots[0] if roots else ordered[0]
     llm_spans = [span for span in ordered if span.is_llm]
+    costs = [span_cost(span) for span in llm_spans]
     return Turn(
         trace_id=root.trace_id,
         session_id=next((s.session_id for s in ordered if s.session_id is not None), None),
@@ -390,7 +409,23 @@ def build_turn(trace_spans: Sequence[SpanRecord]) -> Turn:
         llm_calls=len(llm_spans),
         start_ns=min(span.start_ns for span in ordered),
         end_ns=max(span.end_ns for span in ordered),
+        cost_usd=sum_costs(costs),
+        unpriced_llm_calls=costs.count(None),
     )
+
+
+def span_cost(span: SpanRecord) -> float | None:
+    """The USD an LLM span recorded (``llm.cost.total``), if any."""
+    value = span.attributes.get(SpanAttributes.LLM_COST_TOTAL)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return float(value)
+
+
+def sum_costs(costs: Iterable[float | None]) -> float | None:
+    """The sum of the known costs (rounded to a millionth of a micro-dollar), ``None`` if none."""
+    known = [cost for cost in costs if cost is not None]
+    return round(sum(known), 12) if known else None
 
 
 def _turn_input(root: SpanRecord, llm_spans: Sequence[SpanRecord]) -> str | None:
