@@ -79,7 +79,7 @@ def test_sessions_can_be_filtered_by_source(
 def test_sessions_table_and_show_name_the_source(
     store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "160")
+    monkeypatch.setenv("COLUMNS", "180")  # room for the whole ids beside the COST column
     assert main(["sessions", "--store", str(store)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["SESSION", "FROM"]

@@ -35,6 +35,8 @@ def _turn_as_json(turn: Turn) -> dict[str, Any]:
         "errors": [{"span": error.span_name, "message": error.message} for error in turn.errors],
         "llm_calls": turn.llm_calls,
         "tokens": _tokens_json(turn.tokens),
+        "cost_usd": turn.cost_usd,
+        "unpriced_llm_calls": turn.unpriced_llm_calls,
         "client_disconnected": turn.client_disconnected,
     }
 
@@ -49,6 +51,8 @@ def session_as_json(session: Session, *, with_turns: bool = False) -> dict[str, 
         "turn_count": len(session.turns),
         "llm_calls": session.llm_calls,
         "tokens": _tokens_json(session.tokens),
+        "cost_usd": session.cost_usd,
+        "unpriced_llm_calls": session.unpriced_llm_calls,
         "errors": session.errors,
         "first_time": _iso_time(session.first_time_ns),
         "last_time": _iso_time(session.last_time_ns),

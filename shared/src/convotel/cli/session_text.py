@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from convotel import provider_sessions
+from convotel.cli.cost_text import format_cost
 from convotel.cli.text_table import (
     Column,
     format_duration,
@@ -74,6 +75,10 @@ def format_sessions_table(sessions: Sequence[Session], width: int | None = None)
             drop_rank=3,
         ),
     ]
+    if any(s.cost_usd is not None for s in sessions):  # only once some call was priced
+        costs = [format_cost(s.cost_usd, s.unpriced_llm_calls) for s in sessions]
+        after = next(i for i, c in enumerate(columns) if c.header == "TOK OUT") + 1
+        columns.insert(after, Column("COST", costs, right=True))
     sources = [_source_label(s.source) for s in sessions]
     if any(source != "-" for source in sources):
         # At most 14 characters, never shrunk: dropped last on a narrow terminal.
@@ -83,6 +88,16 @@ def format_sessions_table(sessions: Sequence[Session], width: int | None = None)
 
 def _tokens_text(tokens: TokenCounts) -> str:
     return f"{tokens.prompt:,} in / {tokens.completion:,} out ({tokens.total:,} total)"
+
+
+def _cost_text(session: Session) -> str:
+    unpriced = session.unpriced_llm_calls
+    if session.cost_usd is None:
+        return "- (no model call was priced)" if session.llm_calls else "-"
+    text = f"{format_cost(session.cost_usd)} USD"
+    if unpriced:
+        text += f" (+ {unpriced} model call{'s' if unpriced != 1 else ''} without a price)"
+    return text
 
 
 def _clip(text: str) -> str:
@@ -117,6 +132,8 @@ def _turn_lines(number: int, turn: Turn, session_user: str | None, width: int) -
         f"{turn.tokens.prompt:,} in / {turn.tokens.completion:,} out",
         f"{turn.llm_calls} LLM call{'s' if turn.llm_calls != 1 else ''}",
     ]
+    if turn.cost_usd is not None:
+        header.insert(4, format_cost(turn.cost_usd, turn.unpriced_llm_calls))
     if turn.user_id is not None and turn.user_id != session_user:
         header.append(f"user {turn.user_id}")
     if turn.client_disconnected:
@@ -155,6 +172,7 @@ def format_session(session: Session, width: int | None = None) -> str:
         f"Tokens    {_tokens_text(session.tokens)}",
         f"Time      {first:%Y-%m-%d %H:%M:%S} -> {last_text}  |  "
         f"total latency {format_duration(session.total_latency_ns)}",
+        f"Cost      {_cost_text(session)}",
     ]
     for number, turn in enumerate(session.turns, start=1):
         lines.append("")
