@@ -202,9 +202,15 @@ class CapturedSpans:
         tokens: TokenCounts | tuple[int, int, int] | Mapping[str, int] | None = None,
         errors: int | None = None,
         inputs: Sequence[str] | None = None,
+        max_cost: float | None = None,
     ) -> Session:
         """Check the named facts about one session; the failure lists every mismatch and the
-        session's turns. Returns the session for further checks."""
+        session's turns. Returns the session for further checks.
+
+        ``max_cost`` is a ceiling in USD on the session's cost (``llm.cost.total`` summed over its
+        model calls, see :mod:`convotel.cost`); it fails when a model call has no price (an
+        unknown model, ``record_cost`` off, or no ``genai-prices``): a ceiling on part of the
+        calls would pass for the wrong reason."""
         session = self.session(session_id)
         actual_tokens = session.tokens
         checks: list[tuple[str, object, object]] = [
@@ -220,6 +226,8 @@ class CapturedSpans:
             for name, expected, actual in checks
             if expected is not None and expected != actual
         ]
+        if max_cost is not None:
+            mismatches += _cost_mismatches(session, max_cost)
         if mismatches:
             pytest.fail(
                 f"session {session_id!r} does not match:\n"
@@ -229,6 +237,19 @@ class CapturedSpans:
                 pytrace=False,
             )
         return session
+
+
+def _cost_mismatches(session: Session, max_cost: float) -> list[str]:
+    unpriced = session.unpriced_llm_calls
+    if unpriced or session.cost_usd is None:
+        return [
+            f"  max_cost: expected at most ${max_cost}, but {unpriced} of its "
+            f"{session.llm_calls} model calls recorded no cost (unknown model or provider, "
+            "record_cost off, or genai-prices not installed)"
+        ]
+    if session.cost_usd > max_cost:
+        return [f"  max_cost: expected at most ${max_cost}, got ${session.cost_usd}"]
+    return []
 
 
 def _token_counts(
@@ -254,6 +275,7 @@ def _describe_session(session: Session) -> str:
             f"  {number}. {turn.describe()} user {turn.user_id!r}, {turn.llm_calls} LLM calls, "
             f"tokens {turn.tokens.prompt}/{turn.tokens.completion}/{turn.tokens.total}, "
             f"{len(turn.errors)} errors"
+            + (f", cost ${turn.cost_usd}" if turn.cost_usd is not None else "")
         )
     return "\n".join(lines)
 
