@@ -283,6 +283,56 @@ def test_phoenix_rest_api_lists_the_same_sessions(
     assert session_ids == set(found)
 
 
+# -- the same run's store exported later (`convotel export`) ----------------------------------
+
+
+def run_export(*arguments: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(["export", *arguments])
+    return status, out.getvalue(), err.getvalue()
+
+
+SESSION_FIELDS = ("numTraces", "userId", "tokenUsage", "firstInput", "lastOutput")
+
+
+def test_sessions_exported_later_look_like_the_sessions_sent_live(
+    phoenix: Phoenix,
+    phoenix_sessions: tuple[str, dict[str, dict[str, Any]]],
+    run_id: str,
+    tmp_path: Path,
+) -> None:
+    # The same conversations recorded into a store under another run id (Phoenix keeps one
+    # session per id across projects), sent to Phoenix later by `convotel export`.
+    later_run, project = f"{run_id}-later", f"convotel-e2e-export-{run_id}"
+    store = tmp_path / "spans.sqlite3"
+    run_demo("--store", str(store), "--run-id", later_run, "--project", project)
+    endpoint = f"{phoenix.base_url}/v1/traces"
+    status, out, err = run_export("--endpoint", endpoint, "--store", str(store))
+    assert status == 0, err
+    assert "Exported" in out
+
+    with SpanStore(store) as reader:
+        recorded = reader.sessions()
+    wanted = {session.session_id: len(session.turns) for session in recorded}
+    spans = sum(len(session.spans) for session in recorded)
+    exported = wait_for_sessions(phoenix, project, wanted, spans)
+    _, live = phoenix_sessions
+    for conversation in CONVERSATIONS:
+        sent_later = exported[conversation.session_id(later_run)]
+        sent_live = live[conversation.session_id(run_id)]
+        for field in SESSION_FIELDS:
+            assert sent_later[field] == sent_live[field], (conversation.slug, field)
+
+    # Repeating the export sends nothing: Phoenix still holds each span once.
+    status, out, err = run_export("--endpoint", endpoint, "--store", str(store))
+    assert status == 0, err
+    assert "Nothing new to export" in out
+    data = phoenix.graphql(SESSIONS_QUERY, {"name": project})["getProjectByName"]
+    assert data["recordCount"] == spans
+    assert data["traceCount"] == sum(wanted.values())
+
+
 # -- the web-service demo (`--serve`) -----------------------------------------------------------
 
 
