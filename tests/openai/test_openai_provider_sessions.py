@@ -30,7 +30,7 @@ from provider_session_wire import (
 from vcr import VCR
 from vcr.cassette import Cassette
 
-from convotel import TraceConfig, using_session, using_user
+from convotel import TraceConfig, pseudonyms, using_session, using_user
 from convotel.openai import OpenAIInstrumentor
 from convotel.openai import sessions as openai_sessions
 from convotel.openai.sessions import RESPONSE_CHAINS, call_context, conversation_id
@@ -318,6 +318,21 @@ def test_safety_identifier_then_user_become_user_id_when_opted_in(
         run("responses_user_ids", "sync")
     users = [span.attributes.get("user.id") for span in finished()]
     assert users == ["sid_9f86d081", "legacy-user-7", "app-user-1", "app-user-1"]
+
+
+def test_provider_user_ids_are_pseudonymised_with_a_user_id_key(
+    instrument: Instrument, finished: Callable[[], list[ReadableSpan]]
+) -> None:
+    instrument(TraceConfig(provider_user_ids=True, user_id_key="provider-key"))
+    try:
+        run("responses_user_ids", "sync")
+    finally:
+        pseudonyms._configured.clear()
+    users = [span.attributes.get("user.id") for span in finished()]
+    assert users == [
+        pseudonyms.pseudonymous_user_id("sid_9f86d081", key="provider-key"),
+        pseudonyms.pseudonymous_user_id("legacy-user-7", key="provider-key"),
+    ]
 
 
 def test_response_not_stored_starts_no_session(

@@ -33,6 +33,7 @@ from opentelemetry.context import Context
 
 from convotel.attributes import Pair
 from convotel.context import MAX_ID_LENGTH, SESSION_ID, USER_ID
+from convotel.pseudonyms import recorded_user_id
 
 if TYPE_CHECKING:  # convotel.finish imports this module (through convotel.call_span)
     from convotel.finish import StreamAccumulator, StreamError
@@ -117,8 +118,9 @@ def with_provider_session(context: Context, session: ProviderSession) -> Context
 
 
 def with_provider_user(context: Context, user_id: str) -> Context:
-    """``context`` with a user id the application gave the provider as its ``user.id``."""
-    return context_api.set_value(USER_ID, user_id, context)
+    """``context`` with a user id the application gave the provider as its ``user.id`` (its
+    pseudonym when a user id key is configured, see :mod:`convotel.pseudonyms`)."""
+    return context_api.set_value(USER_ID, recorded_user_id(user_id), context)
 
 
 def session_source(context: Context) -> str | None:
