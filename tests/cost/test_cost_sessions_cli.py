@@ -95,3 +95,14 @@ def test_table_has_a_cost_column_and_show_a_cost_line(store: Path) -> None:
     assert "Cost      - (no model call was priced)" in convotel(
         store, "sessions", "show", "s-unknown"
     )
+
+
+def test_users_sum_their_sessions_cost(store: Path) -> None:
+    listed = {u["user_id"]: u for u in json.loads(convotel(store, "users", "--json"))}
+    assert listed["alice"]["cost_usd"] == pytest.approx(BASIC + REASONING + BASIC)
+    assert listed["alice"]["unpriced_llm_calls"] == 1
+    assert listed["bob"]["cost_usd"] is None
+    table = convotel(store, "users")
+    assert format_cost(BASIC + REASONING + BASIC, 1) in table
+    shown = convotel(store, "users", "show", "alice")
+    assert f"Cost      {format_cost(BASIC + REASONING + BASIC, 1)}" in shown

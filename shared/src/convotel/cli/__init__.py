@@ -1,7 +1,7 @@
 """The ``convotel`` command: ``convotel sessions`` (list / show from the span store, see
 :mod:`convotel.cli.sessions_command`) and ``convotel demo`` (implemented in ``convotel.demo.app``
 of the ``convotel-demo`` distribution, imported only when asked for: see
-:mod:`convotel.cli.demo_command`)."""
+:mod:`convotel.cli.demo_command`). ``convotel users``: :mod:`convotel.cli.users_command`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from convotel.cli.sessions_command import (
     run_sessions,
 )
 from convotel.cli.text_table import Column, format_duration, terminal_width, truncate
+from convotel.cli.users_command import add_users_command, run_users
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -55,6 +56,7 @@ def build_parser(demo: DemoCommand | None = None) -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_sessions_command(commands)
+    add_users_command(commands)
     add_export_command(commands)
     add_demo_command(commands, demo)
     return parser
@@ -76,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sessions":
             return run_sessions(args, sys.stdout, sys.stderr)
+        if args.command == "users":
+            return run_users(args, sys.stdout, sys.stderr)
         if args.command == "export":
             return run_export(args, sys.stdout, sys.stderr)
         if args.command == "demo" and demo is not None:

@@ -13,7 +13,14 @@ from convotel.cli.session_text import format_session, format_sessions_table
 from convotel.sessions import Session
 from convotel.store import STORE_ENV_VAR, SpanStore, StoreError
 
-__all__ = ["DEFAULT_LIMIT", "add_sessions_command", "parse_time", "run_sessions"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "add_session_filters",
+    "add_sessions_command",
+    "add_shared_options",
+    "parse_time",
+    "run_sessions",
+]
 
 DEFAULT_LIMIT = 50
 _RELATIVE_TIME = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -73,6 +80,25 @@ def add_sessions_command(commands: argparse._SubParsersAction[argparse.ArgumentP
         description="List sessions from the span store, most recently active first.",
     )
     _add_shared_options(sessions, inherited=False)
+    add_session_filters(sessions)
+    actions = sessions.add_subparsers(dest="sessions_command", metavar="{show}")
+    show = actions.add_parser(
+        "show",
+        help="print one session turn by turn",
+        description="Print one session turn by turn (an unambiguous id prefix is enough).",
+    )
+    show.add_argument("session_id", metavar="ID")
+    _add_shared_options(show, inherited=True)
+
+
+def add_shared_options(parser: argparse.ArgumentParser, *, inherited: bool) -> None:
+    """``--store`` and ``--json`` (in a sub-command, ``inherited`` keeps the parent's values)."""
+    _add_shared_options(parser, inherited=inherited)
+
+
+def add_session_filters(sessions: argparse.ArgumentParser, what: str = "sessions") -> None:
+    """The filters of ``convotel sessions`` (``convotel users`` has the same): ``--user``,
+    ``--since``, ``--until``, ``--errors-only``, ``--source`` and ``--limit`` (of ``what``)."""
     sessions.add_argument("--user", metavar="USER", help="only sessions of this user.id")
     sessions.add_argument(
         "--since",
@@ -100,16 +126,8 @@ def add_sessions_command(commands: argparse._SubParsersAction[argparse.ArgumentP
         metavar="N",
         type=_positive_int,
         default=DEFAULT_LIMIT,
-        help=f"show at most N sessions (default {DEFAULT_LIMIT})",
+        help=f"show at most N {what} (default {DEFAULT_LIMIT})",
     )
-    actions = sessions.add_subparsers(dest="sessions_command", metavar="{show}")
-    show = actions.add_parser(
-        "show",
-        help="print one session turn by turn",
-        description="Print one session turn by turn (an unambiguous id prefix is enough).",
-    )
-    show.add_argument("session_id", metavar="ID")
-    _add_shared_options(show, inherited=True)
 
 
 # ------------------------------------------------------------------------------------ running
