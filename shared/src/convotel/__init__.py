@@ -27,13 +27,17 @@ from convotel.context import (
     using_tags,
     using_user,
 )
+from convotel.feedback import Feedback, InvalidFeedbackWarning, record_feedback
 
 __all__ = [
     "MAX_ID_LENGTH",
     "REDACTED_VALUE",
+    "Feedback",
     "InvalidContextValueWarning",
+    "InvalidFeedbackWarning",
     "TraceConfig",
     "get_attributes_from_context",
+    "record_feedback",
     "set_metadata",
     "set_prompt_template",
     "set_session",

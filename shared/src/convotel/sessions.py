@@ -39,6 +39,7 @@ from opentelemetry.semconv.attributes.exception_attributes import (
 from opentelemetry.trace import format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
 
+from convotel.feedback import FEEDBACK_SCOPE, Feedback
 from convotel.turn_rule import reply_text, turn_input_text
 
 __all__ = [
@@ -277,6 +278,8 @@ class Session:
 
     session_id: str
     turns: tuple[Turn, ...]
+    #: Feedback given on it or its turns (:func:`convotel.record_feedback`), oldest first.
+    feedback: tuple[Feedback, ...] = ()
 
     @property
     def user_id(self) -> str | None:
@@ -356,8 +359,14 @@ class SessionGrouping:
 def group_by_session(spans: Iterable[SpanLike]) -> SessionGrouping:
     """Group finished spans into turns and sessions (sessions in order of first activity)."""
     by_trace: dict[str, list[SpanRecord]] = {}
+    feedback: dict[str, list[Feedback]] = {}
     for span in spans:
         record = as_span_record(span)
+        if record.attributes.get(FEEDBACK_SCOPE) is not None:  # feedback, not a turn
+            given = Feedback.from_attributes(record.attributes, record.start_ns)
+            if given is not None:
+                feedback.setdefault(given.session_id, []).append(given)
+            continue
         by_trace.setdefault(record.trace_id, []).append(record)
     turns = sorted(
         (build_turn(trace_spans) for trace_spans in by_trace.values()),
@@ -371,7 +380,11 @@ def group_by_session(spans: Iterable[SpanLike]) -> SessionGrouping:
         else:
             by_session.setdefault(turn.session_id, []).append(turn)
     sessions = tuple(
-        Session(session_id, tuple(session_turns))
+        Session(
+            session_id,
+            tuple(session_turns),
+            tuple(sorted(feedback.get(session_id, ()), key=lambda f: f.time_ns)),
+        )
         for session_id, session_turns in by_session.items()
     )
     return SessionGrouping(sessions, tuple(orphans))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from convotel.feedback import Feedback
 from convotel.sessions import Session, TokenCounts, Turn
 
 __all__ = ["session_as_json"]
@@ -41,6 +42,18 @@ def _turn_as_json(turn: Turn) -> dict[str, Any]:
     }
 
 
+def _feedback_json(feedback: Feedback) -> dict[str, Any]:
+    return {
+        "name": feedback.name,
+        "score": feedback.score,
+        "label": feedback.label,
+        "explanation": feedback.explanation,
+        "turn": feedback.turn,
+        "source": feedback.source,
+        "time": _iso_time(feedback.time_ns),
+    }
+
+
 def session_as_json(session: Session, *, with_turns: bool = False) -> dict[str, Any]:
     """A JSON-ready summary of a session (with every turn when ``with_turns``)."""
     summary: dict[str, Any] = {
@@ -60,6 +73,7 @@ def session_as_json(session: Session, *, with_turns: bool = False) -> dict[str, 
         "first_input": session.first_input,
         "last_output": session.last_output,
     }
+    summary["feedback"] = [_feedback_json(given) for given in session.feedback]
     if with_turns:
         summary["turns"] = [_turn_as_json(turn) for turn in session.turns]
     return summary

@@ -16,6 +16,7 @@ from convotel.cli.text_table import (
     terminal_width,
     truncate,
 )
+from convotel.feedback import Feedback
 from convotel.sessions import Session, TokenCounts, Turn
 
 __all__ = ["format_session", "format_sessions_table"]
@@ -174,7 +175,27 @@ def format_session(session: Session, width: int | None = None) -> str:
         f"total latency {format_duration(session.total_latency_ns)}",
         f"Cost      {_cost_text(session)}",
     ]
+    for given in session.feedback:
+        lines.append(f"Feedback  {_feedback_text(given, session)}")
     for number, turn in enumerate(session.turns, start=1):
         lines.append("")
         lines += _turn_lines(number, turn, session.user_id, width)
     return "\n".join(lines)
+
+
+def _feedback_text(given: Feedback, session: Session) -> str:
+    """``thumbs: down (0) "too slow" by alice, on turn 2``."""
+    parts = [f"{given.name}:"]
+    if given.label is not None:
+        parts.append(given.label)
+    if given.score is not None:
+        parts.append(f"({given.score:g})" if given.label is not None else f"{given.score:g}")
+    if given.explanation is not None:
+        parts.append(f'"{given.explanation}"')
+    if given.source is not None:
+        parts.append(f"by {given.source}")
+    text = " ".join(parts)
+    if given.turn is not None:
+        numbers = [n for n, turn in enumerate(session.turns, 1) if turn.trace_id == given.turn]
+        text += f", on turn {numbers[0]}" if numbers else f", on trace {given.turn}"
+    return text

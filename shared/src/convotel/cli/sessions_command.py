@@ -19,6 +19,7 @@ __all__ = [
     "add_sessions_command",
     "add_shared_options",
     "parse_time",
+    "post_filters",
     "run_sessions",
 ]
 
@@ -122,6 +123,12 @@ def add_session_filters(sessions: argparse.ArgumentParser, what: str = "sessions
         "openai.previous_response, openai.response, mistral.conversation)",
     )
     sessions.add_argument(
+        "--feedback",
+        metavar="NAME[=LABEL]",
+        help="only sessions with feedback NAME (given with convotel.record_feedback), or with "
+        "that LABEL",
+    )
+    sessions.add_argument(
         "--limit",
         metavar="N",
         type=_positive_int,
@@ -131,6 +138,20 @@ def add_session_filters(sessions: argparse.ArgumentParser, what: str = "sessions
 
 
 # ------------------------------------------------------------------------------------ running
+
+
+def post_filters(sessions: list[Session], args: argparse.Namespace) -> list[Session]:
+    """``sessions`` kept by the filters the store cannot apply: ``--source``, ``--feedback``."""
+    if args.source:
+        sessions = [s for s in sessions if s.source == args.source]
+    if args.feedback:
+        name, _, label = args.feedback.partition("=")
+        sessions = [
+            s
+            for s in sessions
+            if any(f.name == name and (not label or f.label == label) for f in s.feedback)
+        ]
+    return sessions
 
 
 def _find_session(store: SpanStore, wanted: str) -> Session | str:
@@ -170,10 +191,10 @@ def run_sessions(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
                 since=args.since,
                 until=args.until,
                 errors_only=args.errors_only,
-                limit=None if args.source else args.limit,
+                limit=None if args.source or args.feedback else args.limit,
             )
-            if args.source:
-                sessions = [s for s in sessions if s.source == args.source][: args.limit]
+            if args.source or args.feedback:
+                sessions = post_filters(sessions, args)[: args.limit]
             if args.json:
                 print(json.dumps([session_as_json(s) for s in sessions], indent=2), file=stdout)
             elif sessions:
@@ -181,7 +202,8 @@ def run_sessions(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
                 more = " (--limit to see more)" if len(sessions) == args.limit else ""
                 print(f"\n{len(sessions)} sessions{more} from {store.path}", file=stdout)
             else:
-                filtered = any((args.user, args.since, args.until, args.errors_only, args.source))
+                chosen = (args.user, args.since, args.until, args.errors_only, args.source)
+                filtered = any((*chosen, args.feedback))
                 hint = " matching these filters" if filtered else ""
                 print(f"No sessions{hint} in {store.path}.", file=stdout)
             return 0

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from convotel.cli.cost_text import format_cost
 from convotel.cli.session_json import session_as_json
 from convotel.cli.session_text import format_sessions_table
-from convotel.cli.sessions_command import add_session_filters, add_shared_options
+from convotel.cli.sessions_command import add_session_filters, add_shared_options, post_filters
 from convotel.cli.text_table import Column, format_table, terminal_width
 from convotel.sessions import Session
 from convotel.store import SpanStore, StoreError
@@ -101,7 +101,7 @@ def _picked_sessions(store: SpanStore, args: argparse.Namespace, user: str | Non
     sessions = store.sessions(
         user_id=user, since=args.since, until=args.until, errors_only=args.errors_only
     )
-    return [s for s in sessions if s.source == args.source] if args.source else sessions
+    return post_filters(sessions, args)
 
 
 def _show(store: SpanStore, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
@@ -146,7 +146,8 @@ def run_users(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                 more = " (--limit to see more)" if len(users) == args.limit else ""
                 print(f"\n{len(users)} users{more} from {store.path}", file=stdout)
             else:
-                filtered = any((args.user, args.since, args.until, args.errors_only, args.source))
+                chosen = (args.user, args.since, args.until, args.errors_only, args.source)
+                filtered = any((*chosen, args.feedback))
                 hint = " matching these filters" if filtered else ""
                 print(f"No users{hint} in {store.path}.", file=stdout)
             return 0
