@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from openinference.semconv.trace import (
     MessageAttributes,
     OpenInferenceMimeTypeValues,
-    OpenInferenceSpanKindValues,
     SpanAttributes,
     ToolCallAttributes,
 )
@@ -56,7 +55,6 @@ __all__ = [
     "sum_costs",
 ]
 
-_LLM_KIND = OpenInferenceSpanKindValues.LLM.value
 _JSON_MIME = OpenInferenceMimeTypeValues.JSON.value
 _EXCEPTION_EVENT = "exception"
 #: Written by ``convotel.web`` on the root of a request whose client went away mid-response.
