@@ -141,6 +141,7 @@ class CallSpan:
 
     __slots__ = (
         *("__weakref__", "_claim", "_config", "_ended", "_pending", "_unchanged", "started_ns"),
+        "llm",
         *("context", "enclosing", "owner", "span", "tracing"),
     )
 
@@ -157,6 +158,8 @@ class CallSpan:
         self.context = context
         self._config = config
         self._claim = claim
+        #: Started as an LLM span (what is priced when it ends; set by :class:`Tracing`).
+        self.llm = False
         self._unchanged = unchanged_keys if unchanged_keys is not None else set()
         self._pending: dict[str, AttributeValue] = {}
         self._ended = False
@@ -274,7 +277,7 @@ class CallSpan:
                 pending[DEFERRED_TO_PROVIDER] = True
                 if self.span.is_recording() and _span_kind(self.span) in (_LLM, _EMBEDDING):
                     pending[_KIND] = _CHAIN
-            elif self._config.record_cost and _PROMPT_TOKENS in pending:
+            elif self.llm and self._config.record_cost and _PROMPT_TOKENS in pending:
                 pending.update(_cost_pairs(self.span, pending, self._config.max_value_length))
             if self._config.enable_genai_semconv:
                 pending = {**pending, **_genai_pairs(self.span, pending)}
@@ -293,11 +296,9 @@ def _genai_pairs(span: Span, pending: Mapping[str, Any]) -> dict[str, Any]:
 
 def _cost_pairs(span: Span, pending: Mapping[str, Any], cut_at: int | None) -> dict[str, Any]:
     """The cost of an LLM span's call (see :mod:`convotel.cost`); a deferred one has none."""
-    recorded = getattr(span, "attributes", None)
-    if not isinstance(recorded, Mapping) or recorded.get(_KIND) != _LLM:
-        return {}
     try:
-        return cost_attributes(pending, recorded, truncated_at=cut_at)
+        # The span's own attributes are read only when the pending ones lack provider or model.
+        return cost_attributes(pending, getattr(span, "attributes", None), truncated_at=cut_at)
     except Exception as exc:  # noqa: BLE001 - a price that cannot be computed is not recorded
         log_once("pricing a call", exc)
         return {}
@@ -375,6 +376,7 @@ class Tracing:
         if claim is not None:
             span_context = context_api.set_value(_CLAIM_KEY, claim, span_context)
         call = CallSpan(span, span_context, self.config, claim, self.unchanged_keys)
+        call.llm = kind_value == _LLM
         if owner is not None:
             call.owner, call.tracing, call.enclosing = owner, self, _innermost_call(ctx)
             # A weak reference: the call's own context must not keep the call alive (no cycle).

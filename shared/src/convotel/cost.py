@@ -215,12 +215,19 @@ def cost_attributes(
     price = entry.model.prices  # one price, or prices by period: then the one in force now
     if not isinstance(price, _library.types.ModelPrice):
         price = entry.model.get_prices(datetime.datetime.now(datetime.timezone.utc))
-    counts = [_count(get(key)) for key, _ in _USAGE_KEYS]
-    audio = [_count(get(key)) for key, _ in _AUDIO_KEYS]
-    rates = None if any(audio) else _rates(entry, price)
-    if rates is not None:
-        prompt_cost = sum(count * rate[0] for count, rate in zip(counts, rates, strict=True))
-        completion_cost = sum(count * rate[1] for count, rate in zip(counts, rates, strict=True))
+    cache_read, cache_write = _count(get(_CACHE_READ)), _count(get(_CACHE_WRITE))
+    reasoning = _count(get(_REASONING))
+    counts = (prompt, cache_read, cache_write, completion, reasoning)  # _USAGE_KEYS' order
+    audio = (_count(get(_PROMPT_AUDIO)), _count(get(_COMPLETION_AUDIO)))
+    rates = None if audio[0] or audio[1] else _rates(entry, price)
+    if rates is not None:  # straight-line: this runs for every priced call
+        (p_in, p_out), (r_in, r_out), (w_in, w_out), (c_in, c_out), (x_in, x_out) = rates
+        prompt_cost = (
+            prompt * p_in + cache_read * r_in + cache_write * w_in + completion * c_in
+        ) + reasoning * x_in
+        completion_cost = (
+            prompt * p_out + cache_read * r_out + cache_write * w_out + completion * c_out
+        ) + reasoning * x_out
     else:
         usage = {usage_key: n for (_, usage_key), n in zip(_USAGE_KEYS, counts, strict=True) if n}
         usage.update(
