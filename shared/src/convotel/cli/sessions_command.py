@@ -154,6 +154,29 @@ def post_filters(sessions: list[Session], args: argparse.Namespace) -> list[Sess
     return sessions
 
 
+def print_listing(
+    what: str,
+    as_json: list[dict[str, Any]] | None,
+    table: str | None,
+    count: int,
+    args: argparse.Namespace,
+    store: SpanStore,
+    stdout: TextIO,
+) -> None:
+    """Print a listing of ``what`` (``sessions``, ``users``): its JSON, else its table and a
+    count line, else why nothing is listed."""
+    if as_json is not None:
+        print(json.dumps(as_json, indent=2), file=stdout)
+    elif table is not None:
+        print(table, file=stdout)
+        more = " (--limit to see more)" if count == args.limit else ""
+        print(f"\n{count} {what}{more} from {store.path}", file=stdout)
+    else:
+        chosen = (args.user, args.since, args.until, args.errors_only, args.source)
+        hint = " matching these filters" if any((*chosen, args.feedback)) else ""
+        print(f"No {what}{hint} in {store.path}.", file=stdout)
+
+
 def _find_session(store: SpanStore, wanted: str) -> Session | str:
     """The session with id ``wanted`` (or the only one starting with it), else an explanation."""
     session = store.session(wanted)
@@ -195,17 +218,15 @@ def run_sessions(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
             )
             if args.source or args.feedback:
                 sessions = post_filters(sessions, args)[: args.limit]
-            if args.json:
-                print(json.dumps([session_as_json(s) for s in sessions], indent=2), file=stdout)
-            elif sessions:
-                print(format_sessions_table(sessions), file=stdout)
-                more = " (--limit to see more)" if len(sessions) == args.limit else ""
-                print(f"\n{len(sessions)} sessions{more} from {store.path}", file=stdout)
-            else:
-                chosen = (args.user, args.since, args.until, args.errors_only, args.source)
-                filtered = any((*chosen, args.feedback))
-                hint = " matching these filters" if filtered else ""
-                print(f"No sessions{hint} in {store.path}.", file=stdout)
+            print_listing(
+                "sessions",
+                [session_as_json(s) for s in sessions] if args.json else None,
+                format_sessions_table(sessions) if sessions and not args.json else None,
+                len(sessions),
+                args,
+                store,
+                stdout,
+            )
             return 0
     except StoreError as error:
         print(f"convotel: {error}", file=stderr)

@@ -15,7 +15,12 @@ from typing import Any, TextIO
 from convotel.cli.cost_text import format_cost
 from convotel.cli.session_json import session_as_json
 from convotel.cli.session_text import format_sessions_table
-from convotel.cli.sessions_command import add_session_filters, add_shared_options, post_filters
+from convotel.cli.sessions_command import (
+    add_session_filters,
+    add_shared_options,
+    post_filters,
+    print_listing,
+)
 from convotel.cli.text_table import Column, format_table, terminal_width
 from convotel.sessions import Session
 from convotel.store import SpanStore, StoreError
@@ -139,17 +144,15 @@ def run_users(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             if args.users_command == "show":
                 return _show(store, args, stdout, stderr)
             users = summarize_users(_picked_sessions(store, args, args.user))[: args.limit]
-            if args.json:
-                print(json.dumps([user_as_json(u) for u in users], indent=2), file=stdout)
-            elif users:
-                print(format_users_table(users), file=stdout)
-                more = " (--limit to see more)" if len(users) == args.limit else ""
-                print(f"\n{len(users)} users{more} from {store.path}", file=stdout)
-            else:
-                chosen = (args.user, args.since, args.until, args.errors_only, args.source)
-                filtered = any((*chosen, args.feedback))
-                hint = " matching these filters" if filtered else ""
-                print(f"No users{hint} in {store.path}.", file=stdout)
+            print_listing(
+                "users",
+                [user_as_json(u) for u in users] if args.json else None,
+                format_users_table(users) if users and not args.json else None,
+                len(users),
+                args,
+                store,
+                stdout,
+            )
             return 0
     except StoreError as error:
         print(f"convotel: {error}", file=stderr)
