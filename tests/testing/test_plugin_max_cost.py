@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("genai_prices")
+pytest.importorskip("convotel.openai", reason="the inner tests call the OpenAI SDK")
 pytest_plugins = ["pytester"]
 
 CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"

@@ -12,6 +12,7 @@ twice; ``restart=True`` sends everything again.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from convotel.sessions import SpanRecord
 from convotel.store.reader import SpanStore, _time_ns
 from convotel.store.rows import _COLUMNS
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ExportFailedError", "ExportFilters", "export_spans", "progress_path", "readable_span"]
 
@@ -153,10 +156,17 @@ def export_spans(
             readable_span(store._record(row[1:]), row[_COLUMNS.index("scope_name") + 1])
             for row in rows
         ]
-        if exporter.export(spans) is not SpanExportResult.SUCCESS:
+        try:
+            accepted = exporter.export(spans) is SpanExportResult.SUCCESS
+        except Exception as exc:  # older exporters raise on connection errors
+            logger.debug("convotel: exporting a batch raised", exc_info=True)
+            accepted, reason = False, f": {type(exc).__name__}"
+        else:
+            reason = ""
+        if not accepted:
             raise ExportFailedError(
                 f"{endpoint} did not accept the spans ({sent} of {total} sent; run the same "
-                "command again to resume)"
+                f"command again to resume){reason}"
             )
         after = int(rows[-1][0])
         sent += len(spans)
