@@ -168,3 +168,18 @@ def test_the_entry_point_factory_reads_the_environment_argument(
     with caplog.at_level(logging.WARNING, logger="convotel.sampling"):
         assert session_sampler("lots").threshold == BUCKETS  # type: ignore[attr-defined]
     assert "OTEL_TRACES_SAMPLER_ARG='lots' is not a ratio" in caplog.text
+
+
+def test_a_failing_decision_falls_back_and_never_reaches_the_application(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(session_id: str) -> int:
+        raise RuntimeError("bucket store unavailable")
+
+    monkeypatch.setattr("convotel.sampling.session_bucket", broken)
+    tracer, exporter = traced(SessionSampler(RATIO, fallback=ALWAYS_ON))
+    with caplog.at_level(logging.WARNING, logger="convotel.sampling"):
+        run_turn(tracer, "any-session", 0)
+        run_turn(tracer, "any-session", 1)
+    assert len(exporter.get_finished_spans()) == 4  # the fallback kept them
+    assert caplog.text.count("the session sampler failed; the fallback sampler decided") == 1

@@ -94,6 +94,26 @@ class SessionSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
+        try:
+            return self._decide(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+        except Exception:  # noqa: BLE001 - a sampler runs inside the application's span start
+            _log_once("convotel: the session sampler failed; the fallback sampler decided")
+            return self.fallback.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+
+    def _decide(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+        trace_state: TraceState | None,
+    ) -> SamplingResult:
         parent = get_current_span(parent_context).get_span_context()
         session = _session_of(parent_context, attributes)
         if parent.is_valid:  # a child follows its parent, local or remote
@@ -114,6 +134,15 @@ class SessionSampler(Sampler):
 
     def get_description(self) -> str:
         return f"SessionSampler{{ratio={self.ratio}, fallback={self.fallback.get_description()}}}"
+
+
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        logger.warning(message, exc_info=True)
 
 
 def _session_of(parent_context: Context | None, attributes: Attributes) -> str | None:
