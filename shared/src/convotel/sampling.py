@@ -116,20 +116,21 @@ class SessionSampler(Sampler):
     ) -> SamplingResult:
         parent = get_current_span(parent_context).get_span_context()
         session = _session_of(parent_context, attributes)
+        bucket = None if session is None else session_bucket(session)
         if parent.is_valid:  # a child follows its parent, local or remote
             keep = parent.trace_flags.sampled
-        elif session is None:
+        elif bucket is None:
             return self.fallback.should_sample(
                 parent_context, trace_id, name, kind, attributes, links, trace_state
             )
         else:
-            keep = session_bucket(session) < self.threshold
+            keep = bucket < self.threshold
         if not keep:
             return SamplingResult(Decision.DROP, None, parent.trace_state)
         # The span's start attributes are what the sampler returns: pass them through.
         recorded = dict(attributes) if attributes else {}
-        if session is not None:
-            recorded[SESSION_SAMPLE_BUCKET] = session_bucket(session)
+        if bucket is not None:
+            recorded[SESSION_SAMPLE_BUCKET] = bucket
         return SamplingResult(Decision.RECORD_AND_SAMPLE, recorded, parent.trace_state)
 
     def get_description(self) -> str:
