@@ -105,6 +105,7 @@ def test_price_entry_is_looked_up_once_per_provider_and_model_and_the_cache_is_b
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(cost, "_entries", {})
+    monkeypatch.setattr(cost, "_flat_prices", {})
     monkeypatch.setattr(cost, "_MAX_ENTRIES", 3)
     looked_up: list[str] = []
     snapshot = genai_prices.data_snapshot.get_snapshot()
@@ -122,6 +123,9 @@ def test_price_entry_is_looked_up_once_per_provider_and_model_and_the_cache_is_b
     for index in range(10):
         cost_attributes(span_attributes("openai", f"unknown-{index}", usage))
     assert len(cost._entries) <= 3
+    for model in ("gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o-mini"):
+        assert cost_attributes(span_attributes("openai", model, usage))
+    assert 0 < len(cost._flat_prices) <= 3  # the fast path's table is bounded too
 
 
 def test_prices_version_names_the_bundled_data() -> None:

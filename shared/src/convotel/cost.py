@@ -44,6 +44,12 @@ _CACHE_WRITE = SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_WRITE
 _REASONING = SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING
 _PROMPT_AUDIO = SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_AUDIO
 _COMPLETION_AUDIO = SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_AUDIO
+_COST_PROMPT = SpanAttributes.LLM_COST_PROMPT
+_COST_COMPLETION = SpanAttributes.LLM_COST_COMPLETION
+_COST_TOTAL = SpanAttributes.LLM_COST_TOTAL
+_COST_CACHE_READ = SpanAttributes.LLM_COST_PROMPT_DETAILS_CACHE_READ
+_COST_CACHE_WRITE = SpanAttributes.LLM_COST_PROMPT_DETAILS_CACHE_WRITE
+_COST_REASONING = SpanAttributes.LLM_COST_COMPLETION_DETAILS_REASONING
 
 #: Span token counts -> genai-prices usage keys (the flat fast path prices these five).
 _USAGE_KEYS: tuple[tuple[str, str], ...] = (
@@ -88,6 +94,9 @@ class _Entry:
 
 
 _entries: dict[tuple[str, str], _Entry | None] = {}
+#: The fast path: (provider, model) -> (flat rates, prices version) of a model priced per token
+#: in a single period (others take :func:`_price` every call).
+_flat_prices: dict[tuple[str, str], tuple[_Rates, str]] = {}
 _library: Any = None  # the genai_prices module once imported; False if it is not installed
 
 
@@ -184,6 +193,32 @@ def _count(value: object) -> int:
     return value if type(value) is int and value > 0 else 0
 
 
+def _price(
+    entry: _Entry, key: tuple[str, str], counts: tuple[int, ...], audio: tuple[int, int]
+) -> tuple[_Rates | None, str, float, float] | None:
+    """The slow path: the flat per-token rates of the price in force (remembered for the fast
+    path when the model has one price period), else the library's full calculation of the usage
+    (tiered prices, audio tokens): ``(rates, version, prompt cost, completion cost)``."""
+    price = entry.model.prices  # one price, or prices by period: then the one in force now
+    single_period = isinstance(price, _library.types.ModelPrice)
+    if not single_period:
+        price = entry.model.get_prices(datetime.datetime.now(datetime.timezone.utc))
+    rates = None if audio[0] or audio[1] else _rates(entry, price)
+    if rates is not None:
+        if single_period:
+            if len(_flat_prices) >= _MAX_ENTRIES:
+                _flat_prices.clear()
+            _flat_prices[key] = (rates, entry.version)
+        return rates, entry.version, 0.0, 0.0
+    usage = {usage_key: n for (_, usage_key), n in zip(_USAGE_KEYS, counts, strict=True) if n}
+    usage.update({usage_key: n for (_, usage_key), n in zip(_AUDIO_KEYS, audio, strict=True) if n})
+    try:
+        calculated = price.calc_price(_usage(usage))
+    except (ValueError, ArithmeticError):
+        return None
+    return None, entry.version, float(calculated["input_price"]), float(calculated["output_price"])
+
+
 def cost_attributes(
     pending: Mapping[str, Any],
     recorded: Mapping[str, Any] | None = None,
@@ -209,17 +244,22 @@ def cost_attributes(
         return {}
     if truncated_at is not None and len(model) >= truncated_at:
         return {}
-    entry = _entry(provider, model)
-    if entry is None:
-        return {}
-    price = entry.model.prices  # one price, or prices by period: then the one in force now
-    if not isinstance(price, _library.types.ModelPrice):
-        price = entry.model.get_prices(datetime.datetime.now(datetime.timezone.utc))
     cache_read, cache_write = _count(get(_CACHE_READ)), _count(get(_CACHE_WRITE))
     reasoning = _count(get(_REASONING))
     counts = (prompt, cache_read, cache_write, completion, reasoning)  # _USAGE_KEYS' order
-    audio = (_count(get(_PROMPT_AUDIO)), _count(get(_COMPLETION_AUDIO)))
-    rates = None if audio[0] or audio[1] else _rates(entry, price)
+    flat = _flat_prices.get((provider, model))
+    if flat is not None and get(_PROMPT_AUDIO) is None and get(_COMPLETION_AUDIO) is None:
+        # The common case: a model priced per token in one period, no audio tokens.
+        rates, version = flat
+    else:
+        entry = _entry(provider, model)
+        if entry is None:
+            return {}
+        audio = (_count(get(_PROMPT_AUDIO)), _count(get(_COMPLETION_AUDIO)))
+        priced = _price(entry, (provider, model), counts, audio)
+        if priced is None:
+            return {}
+        rates, version, prompt_cost, completion_cost = priced
     if rates is not None:  # straight-line: this runs for every priced call
         (p_in, p_out), (r_in, r_out), (w_in, w_out), (c_in, c_out), (x_in, x_out) = rates
         prompt_cost = (
@@ -228,35 +268,18 @@ def cost_attributes(
         completion_cost = (
             prompt * p_out + cache_read * r_out + cache_write * w_out + completion * c_out
         ) + reasoning * x_out
-    else:
-        usage = {usage_key: n for (_, usage_key), n in zip(_USAGE_KEYS, counts, strict=True) if n}
-        usage.update(
-            {usage_key: n for (_, usage_key), n in zip(_AUDIO_KEYS, audio, strict=True) if n}
-        )
-        try:
-            calculated = price.calc_price(_usage(usage))
-        except (ValueError, ArithmeticError):
-            return {}
-        prompt_cost = float(calculated["input_price"])
-        completion_cost = float(calculated["output_price"])
     attributes: dict[str, Any] = {
-        SpanAttributes.LLM_COST_PROMPT: round(prompt_cost, _DIGITS),
-        SpanAttributes.LLM_COST_COMPLETION: round(completion_cost, _DIGITS),
-        SpanAttributes.LLM_COST_TOTAL: round(prompt_cost + completion_cost, _DIGITS),
-        PRICES_VERSION: entry.version,
+        _COST_PROMPT: round(prompt_cost, _DIGITS),
+        _COST_COMPLETION: round(completion_cost, _DIGITS),
+        _COST_TOTAL: round(prompt_cost + completion_cost, _DIGITS),
+        PRICES_VERSION: version,
     }
     if rates is not None:
         input_rate, output_rate = rates[0][0], rates[3][1]
         if counts[1]:  # a cached token: an input token at the cache-read rate
-            attributes[SpanAttributes.LLM_COST_PROMPT_DETAILS_CACHE_READ] = round(
-                counts[1] * (input_rate + rates[1][0]), _DIGITS
-            )
+            attributes[_COST_CACHE_READ] = round(counts[1] * (input_rate + rates[1][0]), _DIGITS)
         if counts[2]:
-            attributes[SpanAttributes.LLM_COST_PROMPT_DETAILS_CACHE_WRITE] = round(
-                counts[2] * (input_rate + rates[2][0]), _DIGITS
-            )
+            attributes[_COST_CACHE_WRITE] = round(counts[2] * (input_rate + rates[2][0]), _DIGITS)
         if counts[4]:  # a reasoning token: an output token at the reasoning rate
-            attributes[SpanAttributes.LLM_COST_COMPLETION_DETAILS_REASONING] = round(
-                counts[4] * (output_rate + rates[4][1]), _DIGITS
-            )
+            attributes[_COST_REASONING] = round(counts[4] * (output_rate + rates[4][1]), _DIGITS)
     return attributes
