@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from openinference.semconv.trace import SpanAttributes
 
@@ -199,10 +199,13 @@ def _price(
     """The slow path: the flat per-token rates of the price in force (remembered for the fast
     path when the model has one price period), else the library's full calculation of the usage
     (tiered prices, audio tokens): ``(rates, version, prompt cost, completion cost)``."""
-    price = entry.model.prices  # one price, or prices by period: then the one in force now
-    single_period = isinstance(price, _library.types.ModelPrice)
-    if not single_period:
-        price = entry.model.get_prices(datetime.datetime.now(datetime.timezone.utc))
+    prices = entry.model.prices  # one price, or prices by period: then the one in force now
+    single_period = isinstance(prices, _library.types.ModelPrice)
+    price = (
+        cast("ModelPrice", prices)
+        if single_period
+        else entry.model.get_prices(datetime.datetime.now(datetime.timezone.utc))
+    )
     rates = None if audio[0] or audio[1] else _rates(entry, price)
     if rates is not None:
         if single_period:
@@ -247,6 +250,7 @@ def cost_attributes(
     cache_read, cache_write = _count(get(_CACHE_READ)), _count(get(_CACHE_WRITE))
     reasoning = _count(get(_REASONING))
     counts = (prompt, cache_read, cache_write, completion, reasoning)  # _USAGE_KEYS' order
+    rates: _Rates | None
     flat = _flat_prices.get((provider, model))
     if flat is not None and get(_PROMPT_AUDIO) is None and get(_COMPLETION_AUDIO) is None:
         # The common case: a model priced per token in one period, no audio tokens.
