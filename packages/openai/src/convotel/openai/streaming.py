@@ -98,13 +98,19 @@ class ChatStreamAccumulator:
         self._choices: dict[int, _Choice] = {}
 
     def process(self, chunk: Any) -> bool | None:
+        # This runs for every chunk: the common chunk (one choice, a text delta) is handled
+        # inline; anything else goes through _add.
         if not self._model:  # Azure's first chunk (prompt filter results) has model ""
             self._model = chunk.model
         usage = chunk.usage
         if usage is not None:
             self._usage = usage
         elif self._hide_usage_chunk:
-            _unset_usage_field(chunk)
+            fields = getattr(chunk, "__pydantic_fields_set__", None)
+            if type(fields) is set:  # pydantic 2's slot (the property costs more)
+                fields.discard("usage")
+            else:
+                _unset_usage_field(chunk)
         choices = chunk.choices
         if not choices:
             return usage is None or not self._hide_usage_chunk
@@ -112,7 +118,14 @@ class ChatStreamAccumulator:
             state = self._choices.get(choice.index)
             if state is None:
                 state = self._choices[choice.index] = _Choice()
-            self._add(state, choice)
+            if type(self) is not ChatStreamAccumulator:
+                self._add(state, choice)
+            elif (delta := choice.delta) is not None and (
+                delta.content and delta.role is None and not delta.tool_calls
+            ):
+                state.texts.append(delta.content)
+            else:
+                self._add(state, choice)
             if choice.finish_reason is not None:
                 state.finish_reason = choice.finish_reason
         return None
