@@ -90,6 +90,10 @@ BENCH_CONTENDERS = [
     "opentelemetry-instrumentation-llamaindex",
 ]
 
+#: The core with rich, which draws the timeline of `convotel sessions show` (core_min and
+#: sampler_env install the core alone, so core_min runs the CLI tests without it).
+CORE_WITH_CLI = {"shared": "shared[cli]"}
+
 #: The demo's distribution brings what the demo drives (openai, mistralai, llama-index-core);
 #: `demo` and `e2e` add its extras for `--serve` and `--otlp`.
 DEMO_WITH_EXTRAS = {"packages/demo": "packages/demo[serve,otlp]"}
@@ -139,10 +143,11 @@ def install_local(
     editable: bool = True,
     specs: dict[str, str] | None = None,
 ) -> None:
-    """Install every local distribution (``specs`` maps one to a spec with extras) and ``extra``."""
+    """Install every local distribution (``specs`` maps one to a spec with extras; the core comes
+    with its ``cli`` extra) and ``extra``."""
     local: list[str] = []
     for package in LOCAL_PACKAGES:
-        spec = (specs or {}).get(package, package)
+        spec = {**CORE_WITH_CLI, **(specs or {})}.get(package, package)
         local += ["-e", spec] if editable else [spec]
     session.install(*local, *extra)
 

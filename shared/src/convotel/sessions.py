@@ -14,7 +14,9 @@ Finished spans (OpenTelemetry ``ReadableSpan`` objects or rows of the SQLite sto
   status ERROR (an exception bubbling up through three spans is one error);
 - cost (USD) is summed over LLM-kind spans' ``llm.cost.total`` (see :mod:`convotel.cost`), so it
   too is counted once; ``None`` when no model call in it was priced, and the model calls without
-  a price (unknown model, cost recording off) are counted apart.
+  a price (unknown model, cost recording off) are counted apart;
+- a turn's time to first token runs from its start to the earliest first token among its LLM
+  spans that streamed (``convotel.stream.time_to_first_token_ms``, from each span's start).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from opentelemetry.semconv.attributes.exception_attributes import (
 from opentelemetry.util.types import AttributeValue
 
 from convotel.feedback import FEEDBACK_SCOPE, Feedback
+from convotel.finish import TIME_TO_FIRST_TOKEN_MS
 from convotel.span_records import SpanEvent, SpanLike, SpanRecord, as_span_record
 from convotel.turn_rule import reply_text, turn_input_text
 
@@ -131,6 +134,21 @@ class Turn:
     def latency_ns(self) -> int:
         """Duration of the root span (the whole request as the app saw it)."""
         return self.root.duration_ns
+
+    @property
+    def time_to_first_token_ns(self) -> int | None:
+        """From the turn's start to the first token of its first streamed model call (the
+        earliest first token among the LLM spans with ``convotel.stream.time_to_first_token_ms``);
+        ``None`` when no model call in it streamed."""
+        firsts = [
+            span.start_ns + round(ttft * 1e6)
+            for span in self.spans
+            if span.is_llm
+            and isinstance(ttft := span.attributes.get(TIME_TO_FIRST_TOKEN_MS), (int, float))
+            and not isinstance(ttft, bool)
+            and ttft >= 0
+        ]
+        return max(0, min(firsts) - self.start_ns) if firsts else None
 
     @property
     def client_disconnected(self) -> bool:

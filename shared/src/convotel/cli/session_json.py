@@ -21,12 +21,15 @@ def _tokens_json(tokens: TokenCounts) -> dict[str, int]:
 
 
 def _turn_as_json(turn: Turn) -> dict[str, Any]:
+    ttft = turn.time_to_first_token_ns
     return {
         "trace_id": turn.trace_id,
         "user_id": turn.user_id,
         "start_time": _iso_time(turn.start_ns),
         "end_time": _iso_time(turn.end_ns),
         "latency_ms": round(turn.latency_ns / 1e6, 3),
+        # From the turn's start to its first streamed token; None when nothing streamed.
+        "time_to_first_token_ms": None if ttft is None else round(ttft / 1e6, 3),
         "input": turn.input,
         "output": turn.output,
         "tool_calls": [

@@ -19,7 +19,12 @@ from convotel.cli.text_table import (
 from convotel.feedback import Feedback
 from convotel.sessions import Session, TokenCounts, Turn
 
-__all__ = ["format_session", "format_sessions_table"]
+__all__ = [
+    "format_session",
+    "format_session_summary",
+    "format_session_turns",
+    "format_sessions_table",
+]
 
 _MAX_FIELD_CHARS = 4000  # per text field in `sessions show`
 
@@ -155,8 +160,14 @@ def _turn_lines(number: int, turn: Turn, session_user: str | None, width: int) -
 
 
 def format_session(session: Session, width: int | None = None) -> str:
-    """One session turn by turn, for ``convotel sessions show``."""
-    width = width or terminal_width()
+    """One session turn by turn, for ``convotel sessions show``: its summary, then each turn
+    (the command prints its timeline in between, see :mod:`convotel.cli.timeline`)."""
+    summary, turns = format_session_summary(session), format_session_turns(session, width)
+    return f"{summary}\n{turns}" if turns else summary
+
+
+def format_session_summary(session: Session) -> str:
+    """The lines that sum a session up: id, source, users, turns, tokens, time, cost, feedback."""
     first, last = _local_time(session.first_time_ns), _local_time(session.last_time_ns)
     last_text = f"{last:%H:%M:%S}" if last.date() == first.date() else f"{last:%Y-%m-%d %H:%M:%S}"
     users = ", ".join(session.user_ids) or "-"
@@ -177,6 +188,13 @@ def format_session(session: Session, width: int | None = None) -> str:
     ]
     for given in session.feedback:
         lines.append(f"Feedback  {_feedback_text(given, session)}")
+    return "\n".join(lines)
+
+
+def format_session_turns(session: Session, width: int | None = None) -> str:
+    """Each turn of a session in full (each preceded by a blank line), fitted to ``width``."""
+    width = width or terminal_width()
+    lines: list[str] = []
     for number, turn in enumerate(session.turns, start=1):
         lines.append("")
         lines += _turn_lines(number, turn, session.user_id, width)

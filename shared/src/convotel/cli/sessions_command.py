@@ -9,21 +9,30 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
 from convotel.cli.session_json import session_as_json
-from convotel.cli.session_text import format_session, format_sessions_table
+from convotel.cli.session_text import (
+    format_session_summary,
+    format_session_turns,
+    format_sessions_table,
+)
+from convotel.cli.text_table import terminal_width
 from convotel.sessions import Session
 from convotel.store import STORE_ENV_VAR, SpanStore, StoreError
 
 __all__ = [
+    "CLI_EXTRA",
     "DEFAULT_LIMIT",
     "add_session_filters",
     "add_sessions_command",
     "add_shared_options",
     "parse_time",
     "post_filters",
+    "print_session",
     "run_sessions",
 ]
 
 DEFAULT_LIMIT = 50
+#: What installs the timeline of ``sessions show`` (rich).
+CLI_EXTRA = "convotel[cli]"
 _RELATIVE_TIME = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
@@ -193,6 +202,23 @@ def _find_session(store: SpanStore, wanted: str) -> Session | str:
     return f"no session {wanted!r} in {store.path}; list them with `convotel sessions`"
 
 
+def print_session(session: Session, stdout: TextIO) -> None:
+    """``sessions show``: the session's summary, its timeline (drawn by rich, the ``cli`` extra;
+    without it, a line saying so) and every turn in full."""
+    width = terminal_width()
+    print(format_session_summary(session), file=stdout)
+    print(file=stdout)
+    try:
+        from convotel.cli.timeline import print_timeline
+    except ModuleNotFoundError as missing:
+        if (missing.name or "").partition(".")[0] != "rich":
+            raise
+        print(f"Timeline  needs rich: pip install {CLI_EXTRA!r}", file=stdout)
+    else:
+        print_timeline(session, stdout, width)
+    print(format_session_turns(session, width), file=stdout)
+
+
 def run_sessions(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """Print the sessions ``args`` ask for (or one with ``show``); returns the exit status."""
     try:
@@ -207,7 +233,7 @@ def run_sessions(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
                         json.dumps(session_as_json(found, with_turns=True), indent=2), file=stdout
                     )
                 else:
-                    print(format_session(found), file=stdout)
+                    print_session(found, stdout)
                 return 0
             sessions = store.sessions(
                 user_id=args.user,
