@@ -161,7 +161,8 @@ def main(dist_dir: Path, pythons: list[str]) -> int:
     core = versions.get("convotel")
     for normalised, requires in requirements.items():
         for requirement in requires:
-            floor = re.fullmatch(r"convotel>=([\w.]+)", requirement.replace(" ", ""))
+            # convotel>=X or with extras, convotel[cli]>=X
+            floor = re.fullmatch(r"convotel(?:\[[\w,]+\])?>=([\w.]+)", requirement.replace(" ", ""))
             if (
                 floor
                 and core
