@@ -53,6 +53,7 @@ def span_attributes(provider: str, model: str, usage: dict[str, int]) -> dict[st
         ("azure", "gpt-4o-2024-11-20"),
         ("mistralai", "mistral-medium-2508"),
         ("mistralai", "codestral-latest"),
+        ("mistralai", "mistral-small-latest"),  # prices by start date
         ("anthropic", "claude-sonnet-4-5"),  # tiered: the library's full calculation
         ("google", "gemini-2.5-pro"),
         ("deepseek", "deepseek-chat"),
@@ -69,6 +70,8 @@ def test_cost_equals_genai_prices_calc_price(
         assert not cost_attributes(span_attributes(provider, model, usage))
         return
     found = cost_attributes(span_attributes(provider, model, usage))
+    # The first call may take the slow path, the second the fast one (a remembered price): same.
+    assert cost_attributes(span_attributes(provider, model, usage)) == found
     assert found[SpanAttributes.LLM_COST_PROMPT] == pytest.approx(
         float(reference.input_price), rel=1e-9, abs=1e-12
     )
@@ -156,3 +159,48 @@ def test_a_model_name_that_may_have_been_truncated_is_not_priced() -> None:
     attributes = span_attributes("openai", model, {"input_tokens": 10, "output_tokens": 2})
     assert cost_attributes(attributes, truncated_at=len(model) + 1)
     assert cost_attributes(attributes, truncated_at=len(model)) == {}
+
+
+def test_prices_by_start_date_are_remembered_until_the_next_price_comes_into_force(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import date, datetime, time, timezone
+
+    from genai_prices.types import (
+        ConditionalPrice,
+        ModelPrice,
+        StartDateConstraint,
+        TimeOfDateConstraint,
+    )
+
+    now = datetime(2026, 12, 6, 15, 0, tzinfo=timezone.utc)
+    old, new = ModelPrice(input_mtok=1), ModelPrice(input_mtok=2)
+    by_date = [
+        ConditionalPrice(prices=old),
+        ConditionalPrice(constraint=StartDateConstraint(date(2026, 1, 1)), prices=old),
+        ConditionalPrice(constraint=StartDateConstraint(date(2027, 2, 1)), prices=new),
+        ConditionalPrice(constraint=StartDateConstraint(date(2027, 1, 1)), prices=new),
+    ]
+    next_midnight = datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert cost._in_force_until(by_date, now) == next_midnight
+    assert cost._in_force_until(by_date[:2], now) == float("inf")
+    assert cost._in_force_until(old, now) == float("inf")
+    off_peak = TimeOfDateConstraint(time(16, 30), time(0, 30))
+    assert (
+        cost._in_force_until([*by_date, ConditionalPrice(constraint=off_peak, prices=new)], now)
+        is None
+    )
+
+    # A remembered price whose time is up is looked up again (here: a bogus one is replaced).
+    monkeypatch.setattr(cost, "_flat_prices", {})
+    usage = {"input_tokens": 1000, "output_tokens": 100}
+    attributes = span_attributes("mistralai", "mistral-small-latest", usage)
+    expected = cost_attributes(attributes)
+    key = ("mistralai", "mistral-small-latest")
+    rates, version, until = cost._flat_prices[key]
+    assert until > now.timestamp()
+    bogus = tuple((rate_in * 10, rate_out * 10) for rate_in, rate_out in rates)
+    cost._flat_prices[key] = (bogus, version, until)
+    assert cost_attributes(attributes) != expected  # the remembered price is used while in force
+    cost._flat_prices[key] = (bogus, version, 0.0)  # in force until 1970
+    assert cost_attributes(attributes) == expected

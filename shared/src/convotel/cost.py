@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from openinference.semconv.trace import SpanAttributes
 
@@ -94,9 +96,9 @@ class _Entry:
 
 
 _entries: dict[tuple[str, str], _Entry | None] = {}
-#: The fast path: (provider, model) -> (flat rates, prices version) of a model priced per token
-#: in a single period (others take :func:`_price` every call).
-_flat_prices: dict[tuple[str, str], tuple[_Rates, str]] = {}
+#: The fast path: (provider, model) -> (flat rates, prices version, in force until: epoch
+#: seconds) of a model priced per token (others take :func:`_price` every call).
+_flat_prices: dict[tuple[str, str], tuple[_Rates, str, float]] = {}
 _library: Any = None  # the genai_prices module once imported; False if it is not installed
 
 
@@ -193,25 +195,44 @@ def _count(value: object) -> int:
     return value if type(value) is int and value > 0 else 0
 
 
+def _in_force_until(prices: Any, now: datetime.datetime) -> float | None:
+    """Until when (epoch seconds) the price in force at ``now`` stays in force: forever for one
+    price, the next start date (UTC midnight, as genai-prices compares dates) for prices by start
+    date; ``None`` for prices by time of day (resolved on every call)."""
+    types = _genai_prices().types
+    if isinstance(prices, types.ModelPrice):
+        return math.inf
+    upcoming: list[datetime.date] = []
+    for conditional in prices:
+        constraint = conditional.constraint
+        if constraint is None:
+            continue
+        if not isinstance(constraint, types.StartDateConstraint):
+            return None
+        if constraint.start_date > now.date():
+            upcoming.append(constraint.start_date)
+    if not upcoming:
+        return math.inf
+    midnight = datetime.datetime.combine(min(upcoming), datetime.time(), datetime.timezone.utc)
+    return midnight.timestamp()
+
+
 def _price(
     entry: _Entry, key: tuple[str, str], counts: tuple[int, ...], audio: tuple[int, int]
 ) -> tuple[_Rates | None, str, float, float] | None:
     """The slow path: the flat per-token rates of the price in force (remembered for the fast
-    path when the model has one price period), else the library's full calculation of the usage
+    path until another price comes into force), else the library's full calculation of the usage
     (tiered prices, audio tokens): ``(rates, version, prompt cost, completion cost)``."""
+    now = datetime.datetime.now(datetime.timezone.utc)
     prices = entry.model.prices  # one price, or prices by period: then the one in force now
-    single_period = isinstance(prices, _library.types.ModelPrice)
-    price = (
-        cast("ModelPrice", prices)
-        if single_period
-        else entry.model.get_prices(datetime.datetime.now(datetime.timezone.utc))
-    )
+    price: ModelPrice = entry.model.get_prices(now)
     rates = None if audio[0] or audio[1] else _rates(entry, price)
     if rates is not None:
-        if single_period:
+        until = _in_force_until(prices, now)
+        if until is not None:
             if len(_flat_prices) >= _MAX_ENTRIES:
                 _flat_prices.clear()
-            _flat_prices[key] = (rates, entry.version)
+            _flat_prices[key] = (rates, entry.version, until)
         return rates, entry.version, 0.0, 0.0
     usage = {usage_key: n for (_, usage_key), n in zip(_USAGE_KEYS, counts, strict=True) if n}
     usage.update({usage_key: n for (_, usage_key), n in zip(_AUDIO_KEYS, audio, strict=True) if n})
@@ -252,9 +273,13 @@ def cost_attributes(
     counts = (prompt, cache_read, cache_write, completion, reasoning)  # _USAGE_KEYS' order
     rates: _Rates | None
     flat = _flat_prices.get((provider, model))
-    if flat is not None and get(_PROMPT_AUDIO) is None and get(_COMPLETION_AUDIO) is None:
-        # The common case: a model priced per token in one period, no audio tokens.
-        rates, version = flat
+    if (
+        flat is not None
+        and not (get(_PROMPT_AUDIO) or get(_COMPLETION_AUDIO))
+        and time.time() < flat[2]
+    ):
+        # The common case: a model priced per token, no audio tokens, the same price in force.
+        rates, version, _ = flat
     else:
         entry = _entry(provider, model)
         if entry is None:
