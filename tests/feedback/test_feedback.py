@@ -1,30 +1,25 @@
-"""convotel.record_feedback: feedback on a session or a turn, into the spans, the store, the CLI
-and (when configured) Phoenix's REST API; bad input is a warning, never an exception."""
+"""convotel.record_feedback: feedback on a session or a turn, into the spans, the store and the
+CLI; bad input is a warning, never an exception. (Phoenix's REST API: test_feedback_phoenix.py.)"""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from openinference.semconv.trace import AnnotationAttributes, SpanAttributes
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 import convotel
 from convotel import InvalidFeedbackWarning, record_feedback
-from convotel.feedback import phoenix_request, send_to_phoenix
+from convotel.sampling import SessionSampler, session_bucket
 from convotel.sessions import group_by_session
 from convotel.store import SpanStore
 from convotel.store.exporter import SQLiteSpanExporter
@@ -108,6 +103,71 @@ def test_feedback_is_a_span_with_openinference_annotation_attributes(
     assert grouping.turns_without_session == ()
 
 
+def test_feedback_outside_any_span_is_never_a_root_span(
+    memory: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    """A root feedback span would be a session's latest root span in Phoenix: its (empty) output
+    would blank the session's last output. The session's goes in a trace of its own, a turn's in
+    the turn's trace, each under a remote parent that is never exported."""
+    turn = "0af7651916cd43dd8448eb211c80319c"
+    record_feedback("s-1", "thumbs", label="down", tracer_provider=memory)
+    record_feedback("s-1", "resolved", score=1, turn=turn, tracer_provider=memory)
+    on_session, on_turn = span_exporter.get_finished_spans()
+    for span in (on_session, on_turn):
+        assert span.parent is not None
+        assert span.parent.is_remote
+        assert span.parent.trace_id == span.context.trace_id
+        assert span.parent.span_id != span.context.span_id
+        assert span.context.trace_flags.sampled
+    assert format(on_turn.context.trace_id, "032x") == turn
+    assert on_session.context.trace_id != on_turn.context.trace_id
+
+
+def test_feedback_on_a_turn_that_names_no_trace_id_gets_a_trace_of_its_own(
+    memory: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    turns = ["0x" + "ab" * 15, "ab_" * 10 + "ab", "0" * 32, "turn-7"]  # none is a trace id
+    for turn in turns:
+        assert record_feedback("s-1", "resolved", score=1, turn=turn, tracer_provider=memory)
+    spans = span_exporter.get_finished_spans()
+    assert [span.attributes["convotel.feedback.turn"] for span in spans] == turns
+    assert len({span.context.trace_id for span in spans}) == len(turns)
+    assert spans[0].context.trace_id != int(turns[0], 16)  # not read as hex with a prefix
+    assert all(span.parent is not None and span.parent.is_remote for span in spans)
+
+
+def test_feedback_inside_a_span_is_its_child(
+    memory: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    with memory.get_tracer("app").start_as_current_span("POST /feedback") as request:
+        record_feedback("s-1", "thumbs", label="up", turn="ab" * 16, tracer_provider=memory)
+    feedback, _ = span_exporter.get_finished_spans()
+    assert feedback.parent == request.get_span_context()
+    assert feedback.context.trace_id == request.get_span_context().trace_id
+
+
+def test_feedback_is_sampled_with_its_session(span_exporter: InMemorySpanExporter) -> None:
+    """Under a session sampler, feedback is kept exactly when its session's turns are."""
+    kept, dropped = "s-kept-0", "s-dropped-0"
+    assert session_bucket(kept) < 5000 <= session_bucket(dropped)
+    provider = TracerProvider(sampler=SessionSampler(0.5))
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    for session in (kept, dropped):
+        record_feedback(session, "thumbs", label="up", tracer_provider=provider)
+        record_feedback(session, "thumbs", label="up", turn="cd" * 16, tracer_provider=provider)
+    recorded = span_exporter.get_finished_spans()
+    assert [span.attributes[SpanAttributes.SESSION_ID] for span in recorded] == [kept, kept]
+    # A trace-id sampler decides a turn's feedback as it decided the turn (the same trace id).
+    span_exporter.clear()
+    ratio = TracerProvider(sampler=TraceIdRatioBased(0.5))
+    ratio.add_span_processor(SimpleSpanProcessor(span_exporter))
+    kept_turn, dropped_turn = "0" * 31 + "1", "f" * 32
+    for turn in (kept_turn, dropped_turn):
+        record_feedback(kept, "resolved", score=1, turn=turn, tracer_provider=ratio)
+    (recorded_turn,) = span_exporter.get_finished_spans()
+    assert format(recorded_turn.context.trace_id, "032x") == kept_turn
+
+
 @pytest.mark.parametrize(
     ("arguments", "problem"),
     [
@@ -180,97 +240,3 @@ def test_feedback_for_an_unknown_session_lists_no_session(tmp_path: Path) -> Non
     assert record_feedback("s-nowhere", "thumbs", label="up", tracer_provider=provider)
     provider.shutdown()
     assert json.loads(convotel_cli(path, "sessions", "--json")) == []
-
-
-class _FakePhoenix(BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        type(self).received.append((self.path, json.loads(body)))
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"data": [{"id": "1"}]}')
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def fake_phoenix() -> Iterator[str]:
-    _FakePhoenix.received = []
-    server = HTTPServer(("127.0.0.1", 0), _FakePhoenix)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-
-
-def test_feedback_goes_to_phoenixs_session_and_trace_annotation_api(
-    memory: TracerProvider, fake_phoenix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CONVOTEL_PHOENIX_ENDPOINT", fake_phoenix)
-    record_feedback("s-1", "thumbs", label="up", score=1, source="bob", tracer_provider=memory)
-    record_feedback("s-1", "resolved", score=0, turn="ab" * 16, tracer_provider=memory)
-    deadline = time.monotonic() + 5
-    while len(_FakePhoenix.received) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert sorted(_FakePhoenix.received, key=lambda r: r[0]) == [
-        (
-            "/v1/session_annotations?sync=true",
-            {
-                "data": [
-                    {
-                        "name": "thumbs",
-                        "annotator_kind": "HUMAN",
-                        "result": {"score": 1.0, "label": "up"},
-                        "metadata": {"source": "bob"},
-                        "session_id": "s-1",
-                    }
-                ]
-            },
-        ),
-        (
-            "/v1/trace_annotations?sync=true",
-            {
-                "data": [
-                    {
-                        "name": "resolved",
-                        "annotator_kind": "HUMAN",
-                        "result": {"score": 0.0},
-                        "metadata": {},
-                        "trace_id": "ab" * 16,
-                    }
-                ]
-            },
-        ),
-    ]
-
-
-def test_a_phoenix_that_is_down_never_blocks_and_is_logged_once(
-    memory: TracerProvider, caplog: pytest.LogCaptureFixture
-) -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    started = time.monotonic()
-    given = record_feedback(
-        "s-1", "thumbs", label="up", tracer_provider=memory, phoenix_endpoint=closed
-    )
-    assert given is not None
-    assert time.monotonic() - started < 0.5  # sent from a background thread
-    caplog.set_level(logging.WARNING, logger="convotel")
-    assert send_to_phoenix(given, closed, timeout=1.0) is False
-    assert send_to_phoenix(given, closed, timeout=1.0) is False
-    failures = [r for r in caplog.records if "sending feedback to Phoenix" in r.getMessage()]
-    assert len(failures) <= 1  # once per endpoint (the background send may have logged it)
-
-
-def test_phoenix_request_for_a_session() -> None:
-    given = convotel.Feedback("s-1", "nps", score=9, explanation="great")
-    url, body = phoenix_request(given, "http://phoenix:6006/")
-    assert url == "http://phoenix:6006/v1/session_annotations"
-    assert body["data"][0]["result"] == {"score": 9, "explanation": "great"}

@@ -8,10 +8,21 @@ annotation attributes (``annotation.name``, ``annotation.score``, ``annotation.l
 ``convotel.feedback.source`` (who gave it). Every OTLP backend and the embedded store receive it;
 the read model (:mod:`convotel.sessions`) lists it on its session instead of counting it as a turn.
 
+The span is never a root span: outside any span it starts under a remote parent that is never
+exported (in the turn's own trace for a turn), sampled as a root span of the session would be.
+Phoenix takes a session's first input and last output from its root spans, so a root feedback
+span, the session's latest, would blank its last output there.
+
 With a Phoenix endpoint (``phoenix_endpoint=`` or ``$CONVOTEL_PHOENIX_ENDPOINT``) it is also sent
 to Phoenix's REST API (``/v1/session_annotations``, or ``/v1/trace_annotations`` for a turn), so it
-appears on the session in Phoenix's UI: from a background thread, with a bounded timeout; a Phoenix
-that is down is logged once and never blocks the application.
+appears on the session in Phoenix's UI, as a ``HUMAN`` annotation whose ``identifier`` (and
+``metadata.source``) is the source: Phoenix keeps one annotation per name and identifier on a
+session or trace, so a source's new feedback of one name replaces its previous one there. It is
+sent from a background thread with a bounded timeout (:func:`flush_feedback` waits for it); while
+Phoenix does not know the session or trace yet (HTTP 404: its spans may still be on their way)
+it is sent again a few times (:data:`PHOENIX_RETRY_DELAYS`). A Phoenix that is down or never
+learns of the session is logged once per endpoint and problem, and never blocks the application.
+Feedback on a session the sampler dropped is not sent: Phoenix has none of its spans.
 
 Invalid input (a blank or non-string session id or name, a score that is not a finite number, no
 score, label or explanation) is a warning (:class:`InvalidFeedbackWarning`) and records nothing:
@@ -24,8 +35,12 @@ import json
 import logging
 import math
 import os
+import re
 import threading
+import time
+import urllib.error
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,16 +49,21 @@ from openinference.semconv.trace import (
     OpenInferenceSpanKindValues,
     SpanAttributes,
 )
+from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
 
 __all__ = [
     "FEEDBACK_SCOPE",
     "FEEDBACK_SOURCE",
     "FEEDBACK_TURN",
     "PHOENIX_ENDPOINT_ENV",
+    "PHOENIX_RETRY_DELAYS",
     "PHOENIX_TIMEOUT",
     "Feedback",
     "InvalidFeedbackWarning",
+    "flush_feedback",
     "phoenix_request",
     "record_feedback",
     "send_to_phoenix",
@@ -57,9 +77,16 @@ FEEDBACK_SOURCE = "convotel.feedback.source"
 PHOENIX_ENDPOINT_ENV = "CONVOTEL_PHOENIX_ENDPOINT"
 #: Seconds a request to Phoenix may take before it is given up (and logged once).
 PHOENIX_TIMEOUT = 3.0
+#: Seconds before each new attempt while Phoenix answers 404 (it does not know the session or
+#: trace yet: a batch span processor holds spans up to 5 s); then it is logged and given up.
+PHOENIX_RETRY_DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
 _SPAN_NAME = "convotel.feedback"
 _MAX_TEXT = 4000
 _logged: set[str] = set()
+_ids = RandomIdGenerator()
+_TRACE_ID = re.compile("[0-9a-fA-F]{32}")
+_sending: set[threading.Thread] = set()  # sends to Phoenix not finished yet
+_sending_lock = threading.Lock()
 
 
 class InvalidFeedbackWarning(UserWarning):
@@ -160,7 +187,7 @@ def record_feedback(
             phoenix_endpoint,
         )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - feedback never breaks the application
-        _log_once("recording feedback", exc)
+        _log_once("recording feedback", f"recording feedback failed: {exc}")
         return None
 
 
@@ -203,19 +230,46 @@ def _record(
     assert session is not None
     assert feedback_name is not None
     provider = tracer_provider or trace_api.get_tracer_provider()
-    tracer = provider.get_tracer("convotel.feedback")
     feedback = Feedback(
         session, feedback_name, number, label_text, explanation_text, turn_id, source_text
     )
-    span = tracer.start_span(_SPAN_NAME, attributes=feedback.attributes())
+    attributes = feedback.attributes()
+    span = provider.get_tracer("convotel.feedback").start_span(
+        _SPAN_NAME, _parent(provider, feedback, attributes), attributes=attributes
+    )
     span.end()
     feedback = replace(feedback, time_ns=getattr(span, "start_time", 0) or 0)
     endpoint = phoenix_endpoint or os.environ.get(PHOENIX_ENDPOINT_ENV)
-    if endpoint:
-        threading.Thread(
-            target=send_to_phoenix, args=(feedback, endpoint), name="convotel-feedback", daemon=True
-        ).start()
+    recorded = span.get_span_context()
+    if endpoint and not (recorded.is_valid and not recorded.trace_flags.sampled):
+        _send_in_background(feedback, endpoint)
     return feedback
+
+
+def _parent(
+    provider: trace_api.TracerProvider, feedback: Feedback, attributes: dict[str, Any]
+) -> context_api.Context | None:
+    """The context to start the feedback span in: the current one under a span, else one with a
+    remote parent (never exported) in the turn's trace, or a new trace for a session, sampled as
+    the provider's sampler would sample a root span of the session there."""
+    if trace_api.get_current_span().get_span_context().is_valid:
+        return None
+    trace_id = _trace_id(feedback.turn) or _ids.generate_trace_id()
+    sampler = getattr(provider, "sampler", None)
+    sampled = True
+    if isinstance(sampler, Sampler):
+        decided = sampler.should_sample(None, trace_id, _SPAN_NAME, attributes=attributes)
+        sampled = decided.decision is Decision.RECORD_AND_SAMPLE
+    flags = trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED if sampled else 0)
+    parent = trace_api.SpanContext(trace_id, _ids.generate_span_id(), True, flags)
+    return trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent))
+
+
+def _trace_id(turn: str | None) -> int | None:
+    """The trace id ``turn`` names (32 hex digits, not all zero), if it is one."""
+    if turn is None or not _TRACE_ID.fullmatch(turn):
+        return None
+    return int(turn, 16) or None
 
 
 def phoenix_request(feedback: Feedback, endpoint: str) -> tuple[str, dict[str, Any]]:
@@ -234,6 +288,7 @@ def phoenix_request(feedback: Feedback, endpoint: str) -> tuple[str, dict[str, A
         "annotator_kind": "HUMAN",
         "result": result,
         "metadata": {"source": feedback.source} if feedback.source else {},
+        "identifier": feedback.source or "",
     }
     if feedback.turn is not None:
         annotation["trace_id"] = feedback.turn
@@ -244,30 +299,93 @@ def phoenix_request(feedback: Feedback, endpoint: str) -> tuple[str, dict[str, A
     return endpoint.rstrip("/") + path, {"data": [annotation]}
 
 
-def send_to_phoenix(feedback: Feedback, endpoint: str, timeout: float = PHOENIX_TIMEOUT) -> bool:
-    """POST ``feedback`` to Phoenix; ``False`` (logged once) if Phoenix did not take it."""
+def send_to_phoenix(
+    feedback: Feedback,
+    endpoint: str,
+    timeout: float = PHOENIX_TIMEOUT,
+    retry_delays: Sequence[float] | None = None,
+) -> bool:
+    """POST ``feedback`` to Phoenix, again after each of ``retry_delays`` (default
+    :data:`PHOENIX_RETRY_DELAYS`) seconds while Phoenix answers 404; ``False`` (logged once per
+    endpoint and problem) if Phoenix did not take it."""
+    url, body = phoenix_request(feedback, endpoint)
+    delays = PHOENIX_RETRY_DELAYS if retry_delays is None else retry_delays
+    for delay in (*delays, None):
+        status, problem = _post(url + "?sync=true", body, timeout)
+        if status is not None and 200 <= status < 300:
+            return True
+        if status != 404 or delay is None:
+            break
+        time.sleep(delay)
+    if status == 404:
+        target = f"trace {feedback.turn!r}" if feedback.turn else f"session {feedback.session_id!r}"
+        problem = f"Phoenix does not know the {target} ({problem})"
+    where = f"sending feedback to Phoenix at {endpoint}"
+    _log_once(f"{where}: {status}", f"{where} failed: {problem}")
+    return False
+
+
+def _post(url: str, body: dict[str, Any], timeout: float) -> tuple[int | None, str]:
+    """The HTTP status of POSTing ``body`` (``None`` without an answer) and what went wrong."""
     import urllib.request  # only when feedback goes to Phoenix
 
-    url, body = phoenix_request(feedback, endpoint)
     request = urllib.request.Request(
-        url + "?sync=true",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
     )
     api_key = os.environ.get("PHOENIX_API_KEY")
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return bool(200 <= response.status < 300)
+            return int(response.status), ""
+    except urllib.error.HTTPError as error:
+        return error.code, f"HTTP {error.code}: {_detail(error)}"
     except Exception as exc:  # noqa: BLE001 - a Phoenix that is down never reaches the app
-        _log_once(f"sending feedback to Phoenix at {endpoint}", exc)
-        return False
+        return None, str(exc) or type(exc).__name__
 
 
-def _log_once(where: str, exc: BaseException) -> None:
-    if where in _logged:
+def _detail(error: urllib.error.HTTPError) -> str:
+    """What Phoenix said about an error (its JSON ``detail``, else the start of the body)."""
+    try:
+        text = error.read(2000).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001
+        return str(error.reason)
+    try:
+        detail = json.loads(text).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail or text.strip() or error.reason)[:300]
+
+
+def _send_in_background(feedback: Feedback, endpoint: str) -> None:
+    def send() -> None:
+        try:
+            send_to_phoenix(feedback, endpoint)
+        finally:
+            with _sending_lock:
+                _sending.discard(thread)
+
+    thread = threading.Thread(target=send, name="convotel-feedback", daemon=True)
+    with _sending_lock:
+        _sending.add(thread)
+    thread.start()
+
+
+def flush_feedback(timeout: float | None = None) -> bool:
+    """Wait until the feedback being sent to Phoenix is sent (or given up and logged): at most
+    ``timeout`` seconds (``None``: no limit). ``True`` if nothing is left being sent. Sends run
+    on daemon threads, which die with the interpreter: a short-lived program (a script, a batch
+    job) calls this before it exits."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _sending_lock:
+        sending = list(_sending)
+    for thread in sending:
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread in sending)
+
+
+def _log_once(key: str, message: str) -> None:
+    if key in _logged:
         return
-    _logged.add(where)
-    logger.warning("convotel: %s failed: %s", where, exc)
+    _logged.add(key)
+    logger.warning("convotel: %s", message)
