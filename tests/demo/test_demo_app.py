@@ -31,7 +31,7 @@ from convotel import cli
 from convotel.demo.app import TURN_SPAN_NAME
 from convotel.demo.bots import MISSING_MODEL
 from convotel.demo.fake_server import FakeLLMServer
-from convotel.demo.script import CONVERSATIONS, MISTRAL_MODEL, Conversation
+from convotel.demo.script import CONVERSATIONS, FEEDBACK, MISTRAL_MODEL, Conversation
 from convotel.sessions import Session, SpanRecord, Turn
 from convotel.spans import STREAM_OUTCOME, TIME_TO_FIRST_TOKEN_MS
 from convotel.store import SpanStore
@@ -284,6 +284,77 @@ def test_cli_filters_the_error_session(demo: DemoRun) -> None:
     assert [item["session_id"] for item in json.loads(stdout)] == [
         session_of(demo, "double-charge").session_id
     ]
+
+
+# -- the users' feedback ---------------------------------------------------------------------
+
+
+def test_the_users_feedback_is_on_their_sessions_and_turns(demo: DemoRun) -> None:
+    given = {
+        session_id: [(f.name, f.label, f.score, f.source, f.turn) for f in session.feedback]
+        for session_id, session in demo.sessions.items()
+        if session.feedback
+    }
+    porto = session_of(demo, "porto-weekend")
+    assert given == {
+        session_of(demo, "double-charge").session_id: [("thumbs", "down", 0.0, "bob", None)],
+        session_of(demo, "lisbon-trip").session_id: [("thumbs", "up", 1.0, "alice", None)],
+        porto.session_id: [("thumbs", "down", 0.0, "chloe", porto.turns[1].trace_id)],
+    }
+    assert len(FEEDBACK) == 3
+    assert "Feedback the users gave (convotel.record_feedback):" in demo.stdout
+    assert f"--store {demo.store_path} --feedback thumbs=down" in demo.stdout
+
+
+def test_feedback_on_what_the_script_lacks_is_a_script_problem() -> None:
+    from convotel.demo.script import ScriptedFeedback
+    from convotel.demo.user_feedback import feedback_problems
+
+    assert feedback_problems() == []
+    assert feedback_problems(
+        [
+            ScriptedFeedback("nowhere", "thumbs", "up", 1),
+            ScriptedFeedback("porto-weekend", "thumbs", "up", 1, turn=3),
+        ]
+    ) == [
+        "feedback on 'nowhere', which is no conversation",
+        "feedback on turn 3 of 'porto-weekend', which has no such turn",
+    ]
+
+
+def test_cli_lists_exactly_the_thumbs_down_sessions(demo: DemoRun) -> None:
+    listed = {}
+    for wanted in ("thumbs=down", "thumbs=up", "thumbs"):
+        status, stdout, stderr = run_cli(
+            ["sessions", "--store", str(demo.store_path), "--feedback", wanted, "--json"]
+        )
+        assert status == 0, stderr
+        listed[wanted] = sorted(item["session_id"] for item in json.loads(stdout))
+    down = sorted(session_of(demo, slug).session_id for slug in ("double-charge", "porto-weekend"))
+    assert listed["thumbs=down"] == down
+    assert listed["thumbs=up"] == [session_of(demo, "lisbon-trip").session_id]
+    assert listed["thumbs"] == sorted([*down, *listed["thumbs=up"]])
+
+
+def test_cli_show_lists_the_feedback_of_a_session_and_of_its_turn(demo: DemoRun) -> None:
+    shown = {}
+    for slug in ("double-charge", "porto-weekend", "python-bug"):
+        session_id = session_of(demo, slug).session_id
+        status, stdout, _ = run_cli(
+            ["sessions", "--store", str(demo.store_path), "show", session_id]
+        )
+        assert status == 0
+        shown[slug] = [line for line in stdout.splitlines() if line.startswith("Feedback")]
+    assert shown == {
+        "double-charge": [
+            'Feedback  thumbs: down (0) "Two errors before it would look at my refund." by bob'
+        ],
+        "porto-weekend": [
+            'Feedback  thumbs: down (0) "I asked which city, it never picked one." by chloe, '
+            "on turn 2"
+        ],
+        "python-bug": [],
+    }
 
 
 # -- bad paths ---------------------------------------------------------------------------------

@@ -162,6 +162,20 @@ def test_each_root_carries_what_the_user_said_and_the_reply_they_received(
         assert session.last_output == last.text
 
 
+def test_feedback_on_a_served_turn_names_the_trace_of_its_http_request(
+    served: ServedDemo,
+) -> None:
+    porto = next(c for c in CONVERSATIONS if c.slug == "porto-weekend")
+    session = served.sessions[porto.session_id(RUN_ID)]
+    (feedback,) = session.feedback
+    assert (feedback.name, feedback.label, feedback.source) == ("thumbs", "down", porto.user_id)
+    assert feedback.turn == session.turns[1].trace_id
+    assert session.turns[1].root.name == "POST /chat"
+    with_feedback = {sid for sid, s in served.sessions.items() if s.feedback}
+    slugs = ("double-charge", "lisbon-trip", "porto-weekend")
+    assert with_feedback == {c.session_id(RUN_ID) for c in CONVERSATIONS if c.slug in slugs}
+
+
 def test_token_totals_equal_the_usage_the_loopback_server_billed(served: ServedDemo) -> None:
     by_first_message = {c.turns[0].text: c.session_id(RUN_ID) for c in CONVERSATIONS}
     billed: dict[str, list[int]] = defaultdict(lambda: [0, 0])

@@ -3,7 +3,7 @@
 * :mod:`convotel.demo.app`: the command (``add_arguments`` / ``run``, called by ``convotel demo``).
 * :mod:`convotel.demo.conversations`: the scripted conversations held, in process or over HTTP,
   with :mod:`convotel.demo.clients` (the SDK clients and bots) and :mod:`convotel.demo.summary`
-  (the closing sessions table).
+  (the closing sessions table); :mod:`convotel.demo.user_feedback` (the users' feedback afterwards).
 * :mod:`convotel.demo.telemetry`: where the spans go (SQLite store, OTLP) and the instrumentors.
 * :mod:`convotel.demo.script`: who says what, through which SDK.
 * :mod:`convotel.demo.bots`: the chatbot over the OpenAI, Mistral and LlamaIndex SDKs.

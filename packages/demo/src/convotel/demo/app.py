@@ -4,6 +4,8 @@ Four users hold seven conversations through the real OpenAI, Mistral and LlamaIn
 conversation inside ``using_session``/``using_user``. Without ``--live`` (or without API keys) the
 SDKs talk to :class:`~convotel.demo.fake_server.FakeLLMServer` on 127.0.0.1. Spans go to the
 embedded SQLite store (``--store``) or to an OTLP/HTTP endpoint such as Phoenix (``--otlp``).
+Afterwards three users give feedback (:mod:`convotel.demo.user_feedback`), also sent to Phoenix
+as annotations when ``$CONVOTEL_PHOENIX_ENDPOINT`` is set.
 
 With ``--serve`` the same bots answer inside a real web service instead (FastAPI on uvicorn,
 OpenTelemetry's FastAPI instrumentation on; see :mod:`convotel.demo.web_app`) and the users send
@@ -36,6 +38,7 @@ from convotel.demo.telemetry import (
     delivery_problem,
     destination_problem,
 )
+from convotel.demo.user_feedback import feedback_problems, give_feedback, wait_for_phoenix
 from convotel.store import StoreError
 
 __all__ = ["TURN_SPAN_NAME", "add_arguments", "run"]
@@ -167,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         print("convotel demo: --workers must be at least 1", file=err)
         return 2
     problems = [p for conversation in CONVERSATIONS for p in unsupported_features(conversation)]
+    problems += feedback_problems()
     if problems:
         print(f"convotel demo: the script is inconsistent: {'; '.join(problems)}", file=err)
         return 2
@@ -188,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
             outcome = play(
                 clients, telemetry, args.run_id or secrets.token_hex(3), args.workers, out
             )
+            give_feedback(telemetry, outcome)
         finally:
             clients.close()
     finally:
@@ -195,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
         telemetry.provider.shutdown()
         if server is not None:
             server.stop()
+    wait_for_phoenix(err)
     problem = delivery_problem(telemetry)
     if problem is not None:
         print(f"convotel demo: {problem}", file=err)

@@ -2,7 +2,8 @@
 
 The cast is data, so tests and the end-to-end check can reason about it: four users, seven
 conversations (one session each) over OpenAI, Mistral and LlamaIndex, with streamed turns, tool
-calls and one conversation whose API calls fail before they succeed.
+calls and one conversation whose API calls fail before they succeed; and the feedback three of the
+users give afterwards (:data:`FEEDBACK`).
 """
 
 from __future__ import annotations
@@ -123,6 +124,30 @@ CONVERSATIONS: tuple[Conversation, ...] = (
             ScriptedTurn("How many runs a week should I do in the first month?", stream=True),
             ScriptedTurn("And what is a good warm-up before running?", stream=True),
         ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ScriptedFeedback:
+    """What a conversation's user thinks of it (of its turn ``turn``, 1-based, if given), given
+    with :func:`convotel.record_feedback` once the conversations are over."""
+
+    slug: str
+    name: str
+    label: str
+    score: float
+    explanation: str | None = None
+    turn: int | None = None
+
+
+FEEDBACK: tuple[ScriptedFeedback, ...] = (
+    ScriptedFeedback(
+        "double-charge", "thumbs", "down", 0, "Two errors before it would look at my refund."
+    ),
+    ScriptedFeedback("lisbon-trip", "thumbs", "up", 1, "The museum tip was spot on."),
+    ScriptedFeedback(
+        "porto-weekend", "thumbs", "down", 0, "I asked which city, it never picked one.", turn=2
     ),
 )
 

@@ -1,5 +1,6 @@
-"""The closing lines of ``convotel demo``: this run's sessions read back from where the spans
-went (the SQLite store, or the in-memory copy kept when they go over OTLP)."""
+"""The closing lines of ``convotel demo``: this run's sessions, and the feedback its users gave,
+read back from where the spans went (the SQLite store, or the in-memory copy kept when they go
+over OTLP)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from convotel.cli.session_text import format_sessions_table
 from convotel.demo.conversations import Outcome
 from convotel.demo.telemetry import Telemetry
+from convotel.feedback import PHOENIX_ENDPOINT_ENV
 from convotel.sessions import Session, build_sessions
 from convotel.store import SpanStore
 
-__all__ = ["collected_sessions", "print_summary", "stored_sessions"]
+__all__ = ["collected_sessions", "print_summary", "run_sessions", "stored_sessions"]
 
 
 def stored_sessions(
@@ -34,6 +36,14 @@ def collected_sessions(
     return _by_recency([session for session in found if session.session_id in wanted])
 
 
+def run_sessions(telemetry: Telemetry, session_ids: Sequence[str]) -> list[Session]:
+    """The sessions ``session_ids`` as recorded so far, most recent first."""
+    if telemetry.store is not None:
+        return stored_sessions(telemetry.store.path, session_ids)
+    assert telemetry.collector is not None
+    return collected_sessions(telemetry.collector, session_ids)
+
+
 def _by_recency(sessions: list[Session]) -> list[Session]:
     return sorted(sessions, key=lambda session: (-session.last_time_ns, session.session_id))
 
@@ -48,11 +58,7 @@ def _phoenix_hint(otlp_url: str, project: str) -> str:
 
 def print_summary(telemetry: Telemetry, outcome: Outcome, out: TextIO) -> None:
     """The sessions table of this run, read back from where the spans went."""
-    if telemetry.store is not None:
-        sessions = stored_sessions(telemetry.store.path, outcome.session_ids)
-    else:
-        assert telemetry.collector is not None
-        sessions = collected_sessions(telemetry.collector, outcome.session_ids)
+    sessions = run_sessions(telemetry, outcome.session_ids)
     print("", file=out)
     print(format_sessions_table(sessions), file=out)
     print("", file=out)
@@ -65,3 +71,36 @@ def print_summary(telemetry: Telemetry, outcome: Outcome, out: TextIO) -> None:
         print(f"Read one:         convotel sessions{store_option} show {example}", file=out)
     if telemetry.otlp is not None:
         print(_phoenix_hint(telemetry.otlp.endpoint, telemetry.otlp.project), file=out)
+    _print_feedback(sessions, telemetry, out)
+
+
+def _print_feedback(sessions: Sequence[Session], telemetry: Telemetry, out: TextIO) -> None:
+    """The feedback the users gave, one line each, and where else to see it."""
+    lines = []
+    for session in sorted(sessions, key=lambda session: session.session_id):
+        turns = {turn.trace_id: number for number, turn in enumerate(session.turns, start=1)}
+        for given in session.feedback:
+            said = [f"  {given.source or '':<7} {session.session_id:<22} {given.name}:"]
+            said.append(given.label or "")
+            said.append("" if given.score is None else f"({given.score:g})")
+            said.append("" if given.turn is None else f"on turn {turns.get(given.turn, '?')}")
+            said.append(f'"{given.explanation}"' if given.explanation else "")
+            lines.append(" ".join(part for part in said if part))
+    if not lines:
+        return
+    print("\nFeedback the users gave (convotel.record_feedback):", file=out)
+    print("\n".join(lines), file=out)
+    if telemetry.store is not None:
+        print(
+            f"The thumbs-down:  convotel sessions --store {telemetry.store.path} "
+            "--feedback thumbs=down",
+            file=out,
+        )
+    endpoint = os.environ.get(PHOENIX_ENDPOINT_ENV)
+    if endpoint:
+        print(f"Phoenix at {endpoint} has it too, as session and trace annotations.", file=out)
+    elif telemetry.otlp is not None:
+        print(
+            f"Set {PHOENIX_ENDPOINT_ENV} to Phoenix's base URL to send it there as annotations.",
+            file=out,
+        )
