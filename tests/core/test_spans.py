@@ -409,3 +409,39 @@ def test_text_that_utf8_cannot_encode_is_recorded_with_its_bad_code_points_repla
     otlp = pytest.importorskip("opentelemetry.exporter.otlp.proto.common.trace_encoder")
     encoded = otlp.encode_spans(span_exporter.get_finished_spans()).SerializeToString()
     assert "cut \ufffd reply".encode() in encoded  # OTLP kept the attribute
+
+
+@pytest.mark.parametrize("span_key", ["known", "missing"], ids=["one-copy", "public-api"])
+def test_a_calls_context_holds_its_span_claim_and_running_call(
+    tracing: Tracing, span_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call's context is built in one copy from OpenTelemetry's span key; without that key
+    (an API that renamed it) through the public functions, with the same result."""
+    from opentelemetry import context as context_api
+    from opentelemetry import trace as trace_api
+
+    from convotel import call_span
+    from convotel.call_span import inside_call
+
+    if span_key == "missing":
+        monkeypatch.setattr(call_span, "_SPAN_KEY", None)
+    owner = object()
+    with using_session("s-ctx"):
+        outer_ctx = context_api.get_current()
+        call = tracing.start("chat", "LLM", framework=True, owner=owner)
+    assert trace_api.get_current_span(call.context) is call.span
+    assert context_api.get_value("session.id", call.context) == "s-ctx"
+    assert inside_call(owner, call.context) is call
+    assert call_span._CLAIM_KEY in call.context
+    assert trace_api.get_current_span(outer_ctx) is not call.span  # the caller's is unchanged
+    assert inside_call(owner, outer_ctx) is None
+    token = context_api.attach(call.context)
+    try:
+        inner = tracing.start("inner", "LLM")
+    finally:
+        context_api.detach(token)
+    inner.end()
+    call.end()
+    assert inner.span.parent is not None
+    assert inner.span.parent.span_id == call.span.get_span_context().span_id
+    assert call.span.attributes["openinference.span.kind"] == "CHAIN"  # the claim was seen

@@ -67,6 +67,10 @@ _CONTEXT_KEYS = frozenset(CONTEXT_ATTRIBUTES)
 _SESSION = SpanAttributes.SESSION_ID
 _CLAIM_KEY = context_api.create_key("convotel-model-call-claim")
 _RUNNING_CALL_KEY = context_api.create_key("convotel-running-call")
+#: The key OpenTelemetry keeps the current span under (what ``set_span_in_context`` sets), so a
+#: call's context is built in one copy; ``None`` if the API ever stops having it.
+_SPAN_KEY: str | None = getattr(trace_api.propagation, "_SPAN_KEY", None)
+_EMPTY_CONTEXT = Context()
 _PLAIN_TYPES = (str, bool, int, float)
 _PLAIN_TYPE_SET = frozenset(_PLAIN_TYPES)
 _NUMBER_TYPE_SET = frozenset((int, float))
@@ -372,15 +376,20 @@ class Tracing:
                 if isinstance(outer_claim, _ModelCallClaim):
                     outer_claim.provider_seen = True
         span = self.tracer.start_span(name, context=ctx, attributes=initial)
-        span_context = trace_api.set_span_in_context(span, ctx)
+        if _SPAN_KEY is None:  # an OpenTelemetry API without the key: its public functions
+            values: dict[str, object] = dict(trace_api.set_span_in_context(span, ctx))
+        else:  # the call's context in one copy (not one per value, as set_value does)
+            values = ctx.copy()
+            values[_SPAN_KEY] = span
         if claim is not None:
-            span_context = context_api.set_value(_CLAIM_KEY, claim, span_context)
-        call = CallSpan(span, span_context, self.config, claim, self.unchanged_keys)
+            values[_CLAIM_KEY] = claim
+        call = CallSpan(span, _EMPTY_CONTEXT, self.config, claim, self.unchanged_keys)
         call.llm = kind_value == _LLM
         if owner is not None:
             call.owner, call.tracing, call.enclosing = owner, self, _innermost_call(ctx)
             # A weak reference: the call's own context must not keep the call alive (no cycle).
-            call.context = context_api.set_value(_RUNNING_CALL_KEY, weakref.ref(call), span_context)
+            values[_RUNNING_CALL_KEY] = weakref.ref(call)
+        call.context = Context(values)
         if attributes != ():
             call.set_attributes(attributes)
         return call
