@@ -237,3 +237,80 @@ def test_phoenix_request_for_a_session() -> None:
     (annotation,) = body["data"]
     assert annotation["result"] == {"score": 9, "explanation": "great"}
     assert (annotation["identifier"], annotation["metadata"]) == ("survey", {"source": "survey"})
+
+
+def feedback_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "convotel-feedback" and t.is_alive()]
+
+
+def test_a_burst_of_feedback_is_sent_by_a_few_threads_that_end_when_done(
+    tracer_provider: TracerProvider, fake_phoenix: FakePhoenix
+) -> None:
+    fake_phoenix.delay = 0.02
+    for index in range(40):
+        record_feedback(
+            f"s-{index}",
+            "thumbs",
+            score=1,
+            tracer_provider=tracer_provider,
+            phoenix_endpoint=fake_phoenix.url,
+        )
+    most = 0
+    deadline = time.monotonic() + 10
+    while len(fake_phoenix.received) < 40 and time.monotonic() < deadline:
+        most = max(most, len(feedback_threads()))
+        time.sleep(0.005)
+    assert flush_feedback(5)
+    assert 1 <= most <= feedback_module.MAX_SENDERS
+    sent = sorted(body["data"][0]["session_id"] for _, body in fake_phoenix.received)
+    assert sent == sorted(f"s-{index}" for index in range(40))  # each once
+    deadline = time.monotonic() + 2
+    while feedback_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert feedback_threads() == []  # no thread waits around once the queue is empty
+
+
+def test_feedback_beyond_the_pending_bound_is_not_sent_and_logged_once(
+    tracer_provider: TracerProvider,
+    fake_phoenix: FakePhoenix,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(feedback_module, "MAX_PENDING", 3)
+    fake_phoenix.delay = 0.2
+    for index in range(6):
+        assert record_feedback(
+            f"s-{index}",
+            "thumbs",
+            score=1,
+            tracer_provider=tracer_provider,
+            phoenix_endpoint=fake_phoenix.url,
+        )  # recorded in the spans all the same
+    assert flush_feedback(5)
+    assert len(fake_phoenix.received) == 3
+    full = [r.getMessage() for r in caplog.records if "are waiting" in r.getMessage()]
+    assert len(full) == 1
+    assert "more than 3 feedback sends to Phoenix" in full[0]
+
+
+def test_a_sender_thread_that_cannot_start_never_reaches_the_app(
+    tracer_provider: TracerProvider,
+    fake_phoenix: FakePhoenix,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refuse)
+        assert record_feedback(
+            "s-1",
+            "thumbs",
+            score=1,
+            tracer_provider=tracer_provider,
+            phoenix_endpoint=fake_phoenix.url,
+        )
+    assert flush_feedback(0)  # nothing is left waiting for a sender that never came
+    assert fake_phoenix.received == []
+    assert any("starting a feedback sender failed" in r.getMessage() for r in caplog.records)

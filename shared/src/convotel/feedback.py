@@ -31,6 +31,7 @@ never an exception into the application.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -85,8 +86,14 @@ _MAX_TEXT = 4000
 _logged: set[str] = set()
 _ids = RandomIdGenerator()
 _TRACE_ID = re.compile("[0-9a-fA-F]{32}")
-_sending: set[threading.Thread] = set()  # sends to Phoenix not finished yet
-_sending_lock = threading.Lock()
+#: At most this many threads send feedback to Phoenix at once (each ends when nothing waits).
+MAX_SENDERS = 4
+#: At most this many sends wait or run; beyond it feedback is not sent to Phoenix (logged once).
+MAX_PENDING = 10_000
+_queue: collections.deque[tuple[Feedback, str]] = collections.deque()
+_senders = 0  # sender threads running
+_unfinished = 0  # sends queued or running
+_idle = threading.Condition()  # notified when _unfinished drops to 0
 
 
 class InvalidFeedbackWarning(UserWarning):
@@ -358,17 +365,69 @@ def _detail(error: urllib.error.HTTPError) -> str:
 
 
 def _send_in_background(feedback: Feedback, endpoint: str) -> None:
-    def send() -> None:
+    """Queue ``feedback`` for a sender thread: at most :data:`MAX_SENDERS` run at once (a burst
+    of feedback never starts a thread each); beyond :data:`MAX_PENDING` waiting sends, new ones
+    are dropped for Phoenix (logged once; the span has them)."""
+    global _senders, _unfinished
+    with _idle:
+        if _unfinished >= MAX_PENDING:
+            drop = True
+        else:
+            drop = False
+            _queue.append((feedback, endpoint))
+            _unfinished += 1
+            start = _senders < MAX_SENDERS
+            if start:
+                _senders += 1
+    if drop:
+        _log_once(
+            "feedback queue full",
+            f"more than {MAX_PENDING} feedback sends to Phoenix are waiting: feedback is dropped "
+            "for Phoenix until they are done (its spans are recorded as usual)",
+        )
+        return
+    if start:
+        try:
+            threading.Thread(target=_send_queued, name="convotel-feedback", daemon=True).start()
+        except RuntimeError as exc:  # e.g. "can't start new thread": the app goes on
+            with _idle:
+                _senders -= 1
+                orphaned = _senders == 0
+            if orphaned:  # no sender left to take what waits: give it up
+                _abandon_queue()
+            _log_once("starting a feedback sender", f"starting a feedback sender failed: {exc}")
+
+
+def _send_queued() -> None:
+    """A sender thread: sends what waits in the queue, and ends when it is empty."""
+    global _senders
+    while True:
+        with _idle:
+            if not _queue:
+                _senders -= 1
+                return
+            feedback, endpoint = _queue.popleft()
         try:
             send_to_phoenix(feedback, endpoint)
+        except Exception as exc:  # noqa: BLE001 - a sender thread never dies of one send
+            _log_once("sending feedback", f"sending feedback to Phoenix failed: {exc!r}")
         finally:
-            with _sending_lock:
-                _sending.discard(thread)
+            _done(1)
 
-    thread = threading.Thread(target=send, name="convotel-feedback", daemon=True)
-    with _sending_lock:
-        _sending.add(thread)
-    thread.start()
+
+def _abandon_queue() -> None:
+    with _idle:
+        abandoned = len(_queue)
+        _queue.clear()
+    _done(abandoned)
+
+
+def _done(count: int) -> None:
+    global _unfinished
+    with _idle:
+        _unfinished -= count
+        if _unfinished <= 0:
+            _idle.notify_all()
 
 
 def flush_feedback(timeout: float | None = None) -> bool:
@@ -376,12 +435,8 @@ def flush_feedback(timeout: float | None = None) -> bool:
     ``timeout`` seconds (``None``: no limit). ``True`` if nothing is left being sent. Sends run
     on daemon threads, which die with the interpreter: a short-lived program (a script, a batch
     job) calls this before it exits."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with _sending_lock:
-        sending = list(_sending)
-    for thread in sending:
-        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    return not any(thread.is_alive() for thread in sending)
+    with _idle:
+        return _idle.wait_for(lambda: _unfinished <= 0, timeout)
 
 
 def _log_once(key: str, message: str) -> None:
