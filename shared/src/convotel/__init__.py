@@ -27,7 +27,7 @@ from convotel.context import (
     using_tags,
     using_user,
 )
-from convotel.feedback import Feedback, InvalidFeedbackWarning, record_feedback
+from convotel.feedback import Feedback, InvalidFeedbackWarning, flush_feedback, record_feedback
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -36,6 +36,7 @@ __all__ = [
     "InvalidContextValueWarning",
     "InvalidFeedbackWarning",
     "TraceConfig",
+    "flush_feedback",
     "get_attributes_from_context",
     "record_feedback",
     "set_metadata",
