@@ -112,14 +112,7 @@ class AsyncStreamProxy(_EndingProxy):
             except BaseException as exc:
                 state.raised(exc)
                 raise
-            # CallFinish.deliver, inlined: this runs for every chunk (one Python frame less).
-            if not state.started:
-                state.first_token()
-            try:
-                if state.accumulator.process(chunk) is not False:
-                    return chunk
-            except Exception as exc:  # noqa: BLE001
-                log_once("stream chunk extraction", exc)
+            if state.deliver(chunk):  # not inlined: an await per chunk costs far more here
                 return chunk
 
     async def __aenter__(self) -> AsyncStreamProxy:
