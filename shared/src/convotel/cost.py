@@ -5,7 +5,7 @@ the network by convotel); ``convotel.cost.prices_version`` records which release
 figure can be audited. A call is priced from its span's provider (``llm.provider``, else
 ``llm.system``), model (``llm.model_name``: the returned model, else the requested one) and token
 counts. An unknown provider or model, or a span without token counts, gets no cost: never a guessed
-one. Without ``genai-prices`` (it needs Python 3.11+) no span gets a cost.
+one. Without ``genai-prices`` (a dependency of the core; 0.1.13 on Python 3.10) no span gets a cost.
 
 The hot path: ``genai_prices.calc_price`` costs ~65-95 µs a call, most of it resolving which units
 a model prices and decomposing the usage into them, the same work for every call to one model. So
