@@ -222,6 +222,32 @@ def test_tool_calls_and_errors_are_flagged(print_timeline: PrintTimeline) -> Non
     assert "⚙" not in rows[1] + rows[4]
 
 
+def test_feedback_on_a_turn_is_flagged_on_its_line(print_timeline: PrintTimeline) -> None:
+    from dataclasses import replace
+
+    from convotel.feedback import Feedback
+
+    session = golden_session()
+    turn_2, turn_3 = session.turns[1].trace_id, session.turns[2].trace_id
+    given = (
+        Feedback("s-golden", "thumbs", label="down", turn=turn_2, source="ana"),
+        Feedback("s-golden", "nps", score=3, turn=turn_3),
+        Feedback("s-golden", "resolved", score=0, turn=turn_3),
+        Feedback("s-golden", "thumbs", label="up"),  # on the session: not on a turn line
+    )
+    text = render(print_timeline, replace(session, feedback=given), 120)
+    rows = turn_rows(text)
+
+    assert "✎ feedback" in text.splitlines()[0]  # the legend names it once some turn has any
+    assert "✎ thumbs: down" in rows[2]
+    assert "✗ 1 error  ✎ 2 feedback" in rows[3]
+    assert "✎" not in rows[1] + rows[4]
+    narrow = turn_rows(render(print_timeline, replace(session, feedback=given), 60))
+    assert "✎1" in narrow[2]  # compact on a narrow terminal
+    plain = render(print_timeline, session, 120)
+    assert "✎" not in plain  # no feedback on a turn: no flag, no legend entry
+
+
 def test_tokens_and_cost_are_at_the_side(print_timeline: PrintTimeline) -> None:
     text = render(print_timeline, golden_session(), 100)
     rows = turn_rows(text)

@@ -23,6 +23,7 @@ output is not a terminal and honours ``NO_COLOR`` (and ``FORCE_COLOR``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
@@ -36,6 +37,7 @@ from rich.text import Text
 
 from convotel.cli.cost_text import format_cost
 from convotel.cli.text_table import format_duration
+from convotel.feedback import Feedback
 from convotel.sessions import Session, Turn
 
 __all__ = ["print_timeline"]
@@ -43,7 +45,7 @@ __all__ = ["print_timeline"]
 _MIN_BAR = 10  # characters the bar keeps before side columns are dropped
 _PARTIAL = " ▏▎▍▌▋▊▉"  # a bar's last character, in eighths
 _FULL, _WAIT, _FIRST_TOKEN = "█", "░", "▸"
-_TOOL, _ERROR = "⚙", "✗"
+_TOOL, _ERROR, _FEEDBACK = "⚙", "✗", "✎"
 
 _BAR_STYLE = Style(color="cyan")
 _ERROR_BAR_STYLE = Style(color="red")
@@ -51,6 +53,7 @@ _WAIT_STYLE = Style(color="cyan", dim=True)
 _MARKER_STYLE = Style(color="yellow", bold=True)
 _TOOL_STYLE = Style(color="yellow")
 _ERROR_STYLE = Style(color="red", bold=True)
+_FEEDBACK_STYLE = Style(color="magenta")
 
 
 @dataclass(frozen=True)
@@ -108,23 +111,50 @@ def _offset_text(nanoseconds: int) -> str:
     return f"+{hours}:{minutes:02d}:{seconds:02d}" if hours else f"+{minutes}:{seconds:02d}"
 
 
-def _flags(turn: Turn, *, compact: bool = False) -> Text:
-    """``⚙ 2 tools  ✗ 1 error`` (``⚙2 ✗1`` when ``compact``)."""
+def _flags(turn: Turn, feedback: Sequence[Feedback] = (), *, compact: bool = False) -> Text:
+    """``⚙ 2 tools  ✗ 1 error  ✎ thumbs: down`` (``⚙2 ✗1 ✎1`` when ``compact``); ``feedback``
+    is the feedback given on this turn (one is shown by name and label or score)."""
     flags = Text()
     for glyph, count, noun, style in (
         (_TOOL, len(turn.tool_calls), "tool", _TOOL_STYLE),
         (_ERROR, len(turn.errors), "error", _ERROR_STYLE),
+        (_FEEDBACK, len(feedback), "feedback", _FEEDBACK_STYLE),
     ):
         if count:
             flags.append((" " if compact else "  ") if flags else "")
-            words = f"{count}" if compact else f" {count} {noun}{'s' if count != 1 else ''}"
+            if compact:
+                words = f"{count}"
+            elif glyph == _FEEDBACK and count == 1:
+                words = f" {_feedback_word(feedback[0])}"
+            else:
+                plural = "s" if count != 1 and noun != "feedback" else ""
+                words = f" {count} {noun}{plural}"
             flags.append(glyph + words, style)
     return flags
+
+
+def _feedback_word(given: Feedback) -> str:
+    """``thumbs: down``, ``nps: 9``, or the name alone."""
+    if given.label is not None:
+        return f"{given.name}: {given.label}"
+    if given.score is not None:
+        return f"{given.name}: {given.score:g}"
+    return given.name
+
+
+def _turn_feedback(session: Session) -> list[list[Feedback]]:
+    """Per turn, the feedback given on it (by its trace id)."""
+    by_trace: dict[str, list[Feedback]] = {}
+    for given in session.feedback:
+        if given.turn is not None:
+            by_trace.setdefault(given.turn, []).append(given)
+    return [by_trace.get(turn.trace_id, []) for turn in session.turns]
 
 
 def _columns(session: Session) -> tuple[list[_Column], list[_Column]]:
     """The columns left of the bar and those right of it."""
     turns, start = session.turns, session.first_time_ns
+    feedback = _turn_feedback(session)
     left = [
         _Column("TURN", [Text(str(n)) for n in range(1, len(turns) + 1)]),
         _Column("START", [Text(_offset_text(t.start_ns - start)) for t in turns]),
@@ -132,9 +162,11 @@ def _columns(session: Session) -> tuple[list[_Column], list[_Column]]:
     right = [
         _Column(
             "FLAGS",
-            [_flags(t) for t in turns],
+            [_flags(t, given) for t, given in zip(turns, feedback, strict=True)],
             justify="left",
-            compact=[_flags(t, compact=True) for t in turns],
+            compact=[
+                _flags(t, given, compact=True) for t, given in zip(turns, feedback, strict=True)
+            ],
         ),
         _Column("TIME", [Text(format_duration(t.latency_ns)) for t in turns]),
     ]
@@ -165,7 +197,8 @@ def _fit(columns: list[_Column], width: int) -> list[_Column]:
     return kept
 
 
-def _legend() -> Text:
+def _legend(with_feedback: bool) -> Text:
+    """The key to the glyphs (feedback's only when some turn got feedback)."""
     return Text.assemble(
         "Timeline  ",
         (_FULL, _BAR_STYLE),
@@ -176,7 +209,9 @@ def _legend() -> Text:
         (_TOOL, _TOOL_STYLE),
         " tools  ",
         (_ERROR, _ERROR_STYLE),
-        " errors  (the longest turn fills the bar)",
+        " errors  ",
+        *(((_FEEDBACK, _FEEDBACK_STYLE), " feedback  ") if with_feedback else ()),
+        "(the longest turn fills the bar)",
     )
 
 
@@ -203,5 +238,6 @@ def print_timeline(session: Session, file: TextIO, width: int) -> None:
     if not session.turns:
         return
     console = Console(file=file, width=width, highlight=False, markup=False, emoji=False)
-    console.print(_legend(), no_wrap=True, overflow="ellipsis", crop=True)
+    with_feedback = any(given.turn is not None for given in session.feedback)
+    console.print(_legend(with_feedback), no_wrap=True, overflow="ellipsis", crop=True)
     console.print(_table(session, width))
