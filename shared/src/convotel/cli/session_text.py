@@ -20,6 +20,7 @@ from convotel.feedback import Feedback
 from convotel.sessions import Session, TokenCounts, Turn
 
 __all__ = [
+    "format_feedback",
     "format_session",
     "format_session_summary",
     "format_session_turns",
@@ -187,7 +188,7 @@ def format_session_summary(session: Session) -> str:
         f"Cost      {_cost_text(session)}",
     ]
     for given in session.feedback:
-        lines.append(f"Feedback  {_feedback_text(given, session)}")
+        lines.append(f"Feedback  {format_feedback(given, session)}")
     return "\n".join(lines)
 
 
@@ -201,8 +202,9 @@ def format_session_turns(session: Session, width: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def _feedback_text(given: Feedback, session: Session) -> str:
-    """``thumbs: down (0) "too slow" by alice, on turn 2``."""
+def format_feedback(given: Feedback, session: Session) -> str:
+    """One piece of feedback on ``session``, as ``sessions show`` lists it:
+    ``thumbs: down (0) "too slow" by alice, on turn 2``."""
     parts = [f"{given.name}:"]
     if given.label is not None:
         parts.append(given.label)

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from convotel.cli.session_text import format_sessions_table
+from convotel.cli.session_text import format_feedback, format_sessions_table
 from convotel.demo.conversations import Outcome
 from convotel.demo.telemetry import Telemetry
 from convotel.feedback import PHOENIX_ENDPOINT_ENV
@@ -76,16 +76,11 @@ def print_summary(telemetry: Telemetry, outcome: Outcome, out: TextIO) -> None:
 
 def _print_feedback(sessions: Sequence[Session], telemetry: Telemetry, out: TextIO) -> None:
     """The feedback the users gave, one line each, and where else to see it."""
-    lines = []
-    for session in sorted(sessions, key=lambda session: session.session_id):
-        turns = {turn.trace_id: number for number, turn in enumerate(session.turns, start=1)}
-        for given in session.feedback:
-            said = [f"  {given.source or '':<7} {session.session_id:<22} {given.name}:"]
-            said.append(given.label or "")
-            said.append("" if given.score is None else f"({given.score:g})")
-            said.append("" if given.turn is None else f"on turn {turns.get(given.turn, '?')}")
-            said.append(f'"{given.explanation}"' if given.explanation else "")
-            lines.append(" ".join(part for part in said if part))
+    lines = [
+        f"  {session.session_id:<22} {format_feedback(given, session)}"
+        for session in sorted(sessions, key=lambda session: session.session_id)
+        for given in session.feedback
+    ]
     if not lines:
         return
     print("\nFeedback the users gave (convotel.record_feedback):", file=out)
