@@ -9,15 +9,18 @@ from typing import Any
 import pytest
 from openinference.semconv.trace import MessageAttributes, SpanAttributes
 
+from convotel import attributes
 from convotel.attributes import (
     ContentPart,
     Message,
     ToolCall,
     embedding_attributes,
     embedding_summary,
+    invocation_parameters_json,
     llm_input_value_attributes,
     llm_output_value_attributes,
     message_attributes,
+    usage_attributes,
 )
 from convotel.payloads import chat_message
 
@@ -101,3 +104,48 @@ def test_embedding_output_value_counts_vectors_and_their_dimensions() -> None:
         SpanAttributes.OUTPUT_MIME_TYPE: "text/plain",
     }
     assert SpanAttributes.OUTPUT_VALUE not in dict(embedding_attributes(texts=["cat"]))
+
+
+def test_invocation_parameters_json_tells_equal_numbers_of_other_types_apart() -> None:
+    # 1 == 1.0 == True: the remembered JSON of one must never stand for another.
+    for _ in range(2):
+        assert invocation_parameters_json({"n": 1}) == '{"n": 1}'
+        assert invocation_parameters_json({"n": 1.0}) == '{"n": 1.0}'
+        assert invocation_parameters_json({"n": True}) == '{"n": true}'
+        assert invocation_parameters_json({"n": "1"}) == '{"n": "1"}'
+
+
+def test_invocation_parameters_json_skips_secrets_sentinels_and_exclusions() -> None:
+    class NotGiven:
+        pass
+
+    parameters = {"model": "m", "api_key": "sk-x", "seed": None, "top_p": NotGiven(), "x": 2}
+    assert invocation_parameters_json(parameters, frozenset({"x"})) == '{"model": "m"}'
+    assert invocation_parameters_json({"api_key": "sk-x", "seed": None}) is None
+
+
+def test_invocation_parameters_json_of_objects_is_not_remembered_and_stays_current() -> None:
+    stop = ["\n"]
+    assert invocation_parameters_json({"stop": stop}) == '{"stop": ["\\n"]}'
+    stop.append("END")  # a mutable value: its JSON is taken anew each call
+    assert invocation_parameters_json({"stop": stop}) == '{"stop": ["\\n", "END"]}'
+
+
+def test_remembered_invocation_parameters_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(attributes, "_PARAMETERS_JSON", {})
+    for seed in range(attributes._MAX_PARAMETERS_JSON * 3):
+        assert invocation_parameters_json({"seed": seed}) == f'{{"seed": {seed}}}'
+    assert len(attributes._PARAMETERS_JSON) <= attributes._MAX_PARAMETERS_JSON
+
+
+def test_usage_attributes_keep_integers_and_derive_the_total() -> None:
+    found = dict(usage_attributes(prompt=3, completion=4, cache_read=0, reasoning=True))
+    assert found == {
+        SpanAttributes.LLM_TOKEN_COUNT_PROMPT: 3,
+        SpanAttributes.LLM_TOKEN_COUNT_COMPLETION: 4,
+        SpanAttributes.LLM_TOKEN_COUNT_TOTAL: 7,
+        SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ: 0,
+    }
+    assert dict(usage_attributes(prompt=3, completion=1.5)) == {  # type: ignore[arg-type]
+        SpanAttributes.LLM_TOKEN_COUNT_PROMPT: 3
+    }

@@ -81,6 +81,8 @@ def test_cost_equals_genai_prices_calc_price(
     assert found[SpanAttributes.LLM_COST_TOTAL] == pytest.approx(
         float(reference.total_price), rel=1e-9, abs=1e-12
     )
+    for key in (SpanAttributes.LLM_COST_PROMPT, SpanAttributes.LLM_COST_TOTAL):
+        assert found[key] == round(found[key], 12)  # rounded: 5.7e-06, not 5.699999999999999e-06
 
 
 @pytest.mark.parametrize(

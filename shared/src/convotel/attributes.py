@@ -41,6 +41,7 @@ __all__ = [
     "embedding_summary",
     "input_value_attributes",
     "invocation_parameter_attributes",
+    "invocation_parameters_json",
     "is_unset",
     "llm_input_text",
     "llm_input_value_attributes",
@@ -273,18 +274,55 @@ def _skipped_parameters(exclude: frozenset[str]) -> frozenset[str]:
     return SECRET_PARAMETERS | exclude
 
 
+#: JSON of parameter sets made only of text and numbers, by ``(name, value, type)`` items: an
+#: application calls with the same few settings again and again (the type keeps ``1``, ``1.0`` and
+#: ``True`` apart). Cleared when full; a race at worst encodes one set twice.
+_PARAMETERS_JSON: dict[tuple[tuple[str, object, type], ...], str] = {}
+_MAX_PARAMETERS_JSON = 512
+_SCALAR_TYPES = frozenset({str, int, float, bool})
+
+
+def invocation_parameters_json(
+    parameters: Mapping[str, Any], exclude: Iterable[str] = ()
+) -> str | None:
+    """The JSON of the parameters the user set (no secrets, nothing in ``exclude``, no ``None``
+    or "not given" sentinels); ``None`` when there is none."""
+    skipped = _skipped_parameters(exclude if isinstance(exclude, frozenset) else frozenset(exclude))
+    chosen: dict[str, Any] = {}
+    items: list[tuple[str, object, type]] | None = []
+    for key, value in parameters.items():
+        if key in skipped:
+            continue
+        kind = type(value)
+        if kind in _SCALAR_TYPES:
+            if items is not None:
+                items.append((key, value, kind))
+        elif value is None or kind.__name__ in UNSET_TYPE_NAMES:
+            continue
+        else:  # the encoder converts SDK objects (pydantic models...) through jsonable
+            items = None
+        chosen[key] = value
+    if not chosen:
+        return None
+    if items is None:
+        return safe_json_dumps(chosen)
+    memo_key = tuple(items)
+    text = _PARAMETERS_JSON.get(memo_key)
+    if text is None:
+        text = safe_json_dumps(chosen)
+        if len(_PARAMETERS_JSON) >= _MAX_PARAMETERS_JSON:
+            _PARAMETERS_JSON.clear()
+        _PARAMETERS_JSON[memo_key] = text
+    return text
+
+
 def invocation_parameter_attributes(
     parameters: Mapping[str, Any], exclude: Iterable[str] = ()
 ) -> Iterator[Pair]:
     """``llm.invocation_parameters`` as JSON: only parameters the user set, never secrets."""
-    skipped = _skipped_parameters(exclude if isinstance(exclude, frozenset) else frozenset(exclude))
-    chosen = {  # the encoder converts SDK objects (pydantic models...) through jsonable
-        key: value
-        for key, value in parameters.items()
-        if key not in skipped and not is_unset(value)
-    }
-    if chosen:
-        yield SpanAttributes.LLM_INVOCATION_PARAMETERS, safe_json_dumps(chosen)
+    text = invocation_parameters_json(parameters, exclude)
+    if text is not None:
+        yield SpanAttributes.LLM_INVOCATION_PARAMETERS, text
 
 
 @functools.lru_cache(maxsize=1024)
@@ -376,9 +414,10 @@ def usage_attributes(
     reasoning: int | None = None,
     prompt_audio: int | None = None,
     completion_audio: int | None = None,
-) -> Iterator[Pair]:
-    """Token counts; the total is derived from prompt + completion when not given."""
-    if total is None and prompt is not None and completion is not None:
+) -> list[Pair]:
+    """Token counts (integers only); the total is derived from prompt + completion when not
+    given."""
+    if total is None and isinstance(prompt, int) and isinstance(completion, int):
         total = prompt + completion
     counts = (
         prompt,
@@ -390,9 +429,11 @@ def usage_attributes(
         prompt_audio,
         completion_audio,
     )
-    for key, count in zip(_TOKEN_COUNT_KEYS, counts, strict=True):
-        if type(count) is int or (isinstance(count, int) and not isinstance(count, bool)):
-            yield key, count
+    return [
+        (key, count)
+        for key, count in zip(_TOKEN_COUNT_KEYS, counts)  # noqa: B905 - both have eight
+        if type(count) is int or (isinstance(count, int) and not isinstance(count, bool))
+    ]
 
 
 def embedding_summary(vectors: Sequence[Any]) -> str:

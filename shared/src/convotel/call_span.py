@@ -32,7 +32,7 @@ from opentelemetry.util.types import AttributeValue
 
 from convotel.attributes import Pair
 from convotel.config import TraceConfig
-from convotel.context import CONTEXT_ATTRIBUTES, get_attributes_from_context
+from convotel.context import CONTEXT_ATTRIBUTES, context_attributes
 from convotel.cost import cost_attributes
 from convotel.genai import genai_attributes
 from convotel.json_encoding import safe_json_dumps, valid_unicode
@@ -364,7 +364,7 @@ class Tracing:
         kind_value = _KIND_VALUES.get(kind) or (kind.value if isinstance(kind, Enum) else kind)
         initial: dict[str, AttributeValue] = {_KIND: kind_value}
         if not _CONTEXT_KEYS.isdisjoint(ctx):  # cheaper than seven lookups when none is set
-            initial.update(get_attributes_from_context(ctx))
+            initial.update(context_attributes(ctx))
             if _SESSION in initial:  # where the session came from (convotel.provider_sessions)
                 initial[SESSION_SOURCE] = session_source(ctx) or "context"
         claim = None

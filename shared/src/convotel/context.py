@@ -269,13 +269,23 @@ def get_attributes_from_context(
 ) -> Iterator[tuple[str, AttributeValue]]:
     """Yield the ``(attribute, value)`` pairs the context carries (session, user, metadata...)."""
     ctx = context if context is not None else context_api.get_current()
+    yield from context_attributes(ctx).items()
+
+
+def context_attributes(context: Context) -> dict[str, AttributeValue]:
+    """The attributes ``context`` carries (session, user, metadata...), as a new dict."""
+    found: dict[str, AttributeValue] = {}
+    get = context.get
     for key in CONTEXT_ATTRIBUTES:
-        value = ctx.get(key)
+        value = get(key)
+        if value is None:  # most keys: checked first, this runs for every span
+            continue
         if isinstance(value, str):
             if value:
-                yield key, value
+                found[key] = value
         elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            yield key, list(value)
+            found[key] = list(value)
+    return found
 
 
 def _prompt_template_parts(

@@ -13,7 +13,7 @@ here mutates or consumes its input: one-shot iterables (a generator of messages)
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convotel.attributes import (
@@ -23,7 +23,6 @@ from convotel.attributes import (
     Message,
     Pair,
     ToolCall,
-    is_unset,
     usage_attributes,
 )
 from convotel.json_encoding import json_text
@@ -86,10 +85,12 @@ def field(obj: Any, name: str) -> Any:
 def user_arguments(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The arguments the application gave: no ``None`` or "not given" sentinels, no credentials,
     headers or transport settings."""
-    return {
+    return {  # is_unset inline: this runs for every argument of every call
         key: value
         for key, value in kwargs.items()
-        if key not in SECRET_PARAMETERS and not is_unset(value)
+        if value is not None
+        and key not in SECRET_PARAMETERS
+        and type(value).__name__ not in UNSET_TYPE_NAMES
     }
 
 
@@ -183,7 +184,7 @@ def chat_messages(messages: Any) -> list[Message]:
     return [chat_message(message) for message in sequence_of(messages)]
 
 
-def usage_count_attributes(usage: Any) -> Iterator[Pair]:
+def usage_count_attributes(usage: Any) -> list[Pair]:
     """Token counts of a usage record: chat's ``prompt_tokens``/``completion_tokens``, or the
     Responses API's and Anthropic's ``input_tokens``/``output_tokens``; cached (``cached_tokens``
     or ``cache_read_input_tokens``), cache-write, reasoning and audio (when some) details."""

@@ -28,6 +28,7 @@ from convotel.attributes import (
     embedding_input_value_attributes,
     input_value_attributes,
     invocation_parameter_attributes,
+    invocation_parameters_json,
     llm_input_value_attributes,
     llm_output_value_attributes,
     message_attributes,
@@ -114,7 +115,8 @@ def embedding_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     texts = [inputs] if isinstance(inputs, str) else list(inputs or ())
     yield from model_attributes(provider=PROVIDER, system=SYSTEM)
     yield from embedding_attributes(model=field(kwargs, "model"), texts=texts)
-    for _, parameters in invocation_parameter_attributes(kwargs, _NOT_PARAMETERS):
+    parameters = invocation_parameters_json(kwargs, _NOT_PARAMETERS)
+    if parameters is not None:
         yield SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS, parameters
     yield from embedding_input_value_attributes(inputs)
 

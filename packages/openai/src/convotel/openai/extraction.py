@@ -26,7 +26,7 @@ from convotel.attributes import (
     embedding_attributes,
     embedding_input_value_attributes,
     input_value_attributes,
-    invocation_parameter_attributes,
+    invocation_parameters_json,
     llm_input_value_attributes,
     llm_output_value_attributes,
     message_attributes,
@@ -54,6 +54,9 @@ AZURE = _PROVIDER.AZURE.value
 SYSTEM = OpenInferenceLLMSystemValues.OPENAI.value
 INPUT_MESSAGES = SpanAttributes.LLM_INPUT_MESSAGES
 OUTPUT_MESSAGES = SpanAttributes.LLM_OUTPUT_MESSAGES
+_LLM_PROVIDER, _LLM_SYSTEM = SpanAttributes.LLM_PROVIDER, SpanAttributes.LLM_SYSTEM
+_MODEL, _REQUEST_MODEL = SpanAttributes.LLM_MODEL_NAME, SpanAttributes.LLM_REQUEST_MODEL_NAME
+_EMBEDDING_MODEL = SpanAttributes.EMBEDDING_MODEL_NAME
 #: Recorded as messages, tools or prompts rather than as invocation parameters (``model`` is
 #: a parameter too, as OpenInference records it).
 _NOT_PARAMETERS = frozenset({"messages", "tools", "input", "instructions", "prompt"})
@@ -101,19 +104,21 @@ def provider_for_host(host: object) -> str:
 
 def common_request_attributes(
     provider: str, parameters: Mapping[str, Any], *, embedding: bool = False
-) -> Iterator[Pair]:
+) -> list[Pair]:
     """Provider, system, requested model and invocation parameters of any endpoint."""
-    model = text_of(parameters.get("model"))
-    yield SpanAttributes.LLM_PROVIDER, provider
-    yield SpanAttributes.LLM_SYSTEM, SYSTEM
+    model = parameters.get("model")
+    pairs: list[Pair] = [(_LLM_PROVIDER, provider), (_LLM_SYSTEM, SYSTEM)]
     if embedding:
-        yield SpanAttributes.EMBEDDING_MODEL_NAME, model
+        pairs.append((_EMBEDDING_MODEL, model if isinstance(model, str) else None))
         key = SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS
     else:
-        yield from model_attributes(request_model=model)
+        if isinstance(model, str) and model:  # requested, and the model until one is returned
+            pairs += ((_REQUEST_MODEL, model), (_MODEL, model))
         key = SpanAttributes.LLM_INVOCATION_PARAMETERS
-    for _, value in invocation_parameter_attributes(parameters, _NOT_PARAMETERS):
-        yield key, value
+    parameters_json = invocation_parameters_json(parameters, _NOT_PARAMETERS)
+    if parameters_json is not None:
+        pairs.append((key, parameters_json))
+    return pairs
 
 
 def messages_and_tools_attributes(
@@ -121,10 +126,17 @@ def messages_and_tools_attributes(
 ) -> Iterator[Pair]:
     """Input messages (numbered from ``first_index``), ``input.value`` and tool definitions of
     a chat or Responses request."""
-    yield from message_attributes(INPUT_MESSAGES, messages, first_index)
-    yield from llm_input_value_attributes(messages)
     if tools and isinstance(tools, (list, tuple)):
-        yield from tool_definition_attributes(tools)
+        return chain(
+            message_attributes(INPUT_MESSAGES, messages, first_index),
+            llm_input_value_attributes(messages),
+            tool_definition_attributes(tools),
+        )
+    # one C-level chain: nested generators cost a frame switch per pair
+    return chain(
+        message_attributes(INPUT_MESSAGES, messages, first_index),
+        llm_input_value_attributes(messages),
+    )
 
 
 def response_item_message(item: Any) -> Message | None:
