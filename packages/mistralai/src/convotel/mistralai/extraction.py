@@ -8,6 +8,7 @@ the SDK's pydantic models. Nothing here imports ``mistralai``: fields are read b
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain
 from typing import Any
 
 from openinference.semconv.trace import (
@@ -27,7 +28,6 @@ from convotel.attributes import (
     embedding_attributes,
     embedding_input_value_attributes,
     input_value_attributes,
-    invocation_parameter_attributes,
     invocation_parameters_json,
     llm_input_value_attributes,
     llm_output_value_attributes,
@@ -53,6 +53,8 @@ SYSTEM = OpenInferenceLLMSystemValues.MISTRALAI.value
 #: Request fields recorded as messages, tools, prompts or the conversation id rather than as
 #: invocation parameters. ``model``, ``agent_id`` and a ``stream`` the caller set are parameters,
 #: as OpenInference records them.
+_LLM_PROVIDER, _LLM_SYSTEM = SpanAttributes.LLM_PROVIDER, SpanAttributes.LLM_SYSTEM
+_MODEL, _REQUEST_MODEL = SpanAttributes.LLM_MODEL_NAME, SpanAttributes.LLM_REQUEST_MODEL_NAME
 _NOT_PARAMETERS = frozenset(
     {"messages", "tools", "prompt", "inputs", "instructions", "conversation_id"}
 )
@@ -64,39 +66,52 @@ _NOT_PARAMETERS = frozenset(
 message = chat_message
 
 
+# One C-level chain of the core's generators rather than generators of generators: nested ones
+# cost a frame switch per pair, and these run on every call.
+
+
 def input_messages(messages: list[Message]) -> Iterator[Pair]:
     """``llm.input_messages`` and ``input.value`` (the newest user message's text)."""
-    yield from message_attributes(SpanAttributes.LLM_INPUT_MESSAGES, messages)
-    yield from llm_input_value_attributes(messages)
+    return chain(
+        message_attributes(SpanAttributes.LLM_INPUT_MESSAGES, messages),
+        llm_input_value_attributes(messages),
+    )
 
 
 def output_messages(messages: list[Message]) -> Iterator[Pair]:
     """``llm.output_messages`` and ``output.value`` (the reply's text)."""
-    yield from message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, messages)
-    yield from llm_output_value_attributes(messages)
+    return chain(
+        message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, messages),
+        llm_output_value_attributes(messages),
+    )
 
 
 # --- requests -----------------------------------------------------------------------------------
 
 
-def _common_request(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
-    yield from model_attributes(
-        provider=PROVIDER, system=SYSTEM, request_model=field(kwargs, "model")
-    )
+def _common_request(kwargs: Mapping[str, Any]) -> list[Pair]:
+    pairs: list[Pair] = [(_LLM_PROVIDER, PROVIDER), (_LLM_SYSTEM, SYSTEM)]
+    model = field(kwargs, "model")
+    if model:  # requested, and the model until one is returned
+        pairs += ((_REQUEST_MODEL, model), (_MODEL, model))
     # only what the caller set: no "not given" sentinels, credentials or transport settings
-    yield from invocation_parameter_attributes(kwargs, _NOT_PARAMETERS)
+    parameters = invocation_parameters_json(kwargs, _NOT_PARAMETERS)
+    if parameters is not None:
+        pairs.append((SpanAttributes.LLM_INVOCATION_PARAMETERS, parameters))
     tools = field(kwargs, "tools")
     if tools:
-        yield from tool_definition_attributes(tools)
+        pairs.extend(tool_definition_attributes(tools))
+    return pairs
 
 
 def chat_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     """``chat.complete``/``chat.stream`` and ``agents.*``: model or agent, messages, tools."""
-    yield from _common_request(kwargs)
+    pairs = _common_request(kwargs)
     agent_id = field(kwargs, "agent_id")
     if agent_id:
-        yield GEN_AI_AGENT_ID, agent_id
-    yield from input_messages([chat_message(m) for m in sequence_of(field(kwargs, "messages"))])
+        pairs.append((GEN_AI_AGENT_ID, agent_id))
+    messages = [chat_message(m) for m in sequence_of(field(kwargs, "messages"))]
+    return chain(pairs, input_messages(messages))
 
 
 def fim_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
@@ -171,14 +186,15 @@ usage_pairs = usage_count_attributes
 
 def completion_response_attributes(response: Any) -> Iterator[Pair]:
     """Chat, FIM and agents completions: model, output messages, finish reason, usage."""
-    yield from model_attributes(response_model=field(response, "model"))
     choices = sequence_of(field(response, "choices"))
-    yield from output_messages(
-        [chat_message(field(choice, "message"), "assistant") for choice in choices]
+    messages = [chat_message(field(choice, "message"), "assistant") for choice in choices]
+    finish_reason = field(choices[0], "finish_reason") if choices else None
+    return chain(
+        model_attributes(response_model=field(response, "model")),
+        output_messages(messages),
+        ((SpanAttributes.LLM_FINISH_REASON, str(finish_reason)),) if finish_reason else (),
+        usage_pairs(field(response, "usage")),
     )
-    if choices and field(choices[0], "finish_reason"):
-        yield SpanAttributes.LLM_FINISH_REASON, str(field(choices[0], "finish_reason"))
-    yield from usage_pairs(field(response, "usage"))
 
 
 def embedding_response_attributes(response: Any) -> Iterator[Pair]:
