@@ -9,8 +9,10 @@
 The combined table has one row per adapter and call kind. "x call": overhead as a multiple of the
 uninstrumented call (for openai and mistralai the whole SDK call on an in-process mock transport,
 with no network; for llama_index and dspy the framework call with an in-process stub LLM); "x
-floor": as a multiple of starting and ending convotel's spans for that call on the bare SDK; the
-last columns divide convotel's overhead by the other instrumentors'. See benchmarks/README.md.
+floor": as a multiple of starting and ending convotel's spans for that call on the bare SDK,
+back to back; "x floor in situ": of the same spans replayed after each uninstrumented call (as
+spans run between an application's own work); the last columns divide convotel's overhead by the
+other instrumentors'. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ def combined_rows(results: list[SuiteResult]) -> list[list[str]]:
                     cells += ["—", "—"]
                 else:
                     cells += [multiple(overhead / row.floor_us), multiple(overhead / row.call_us)]
+                if contender == CONTENDERS[0]:
+                    in_situ = row.in_situ_floor_us
+                    usable = overhead is not None and in_situ is not None and in_situ > 0
+                    cells.insert(-1, multiple(overhead / in_situ) if usable else "—")
             convotel = row.overhead_us.get("convotel")
             cells += [
                 ratio(convotel, row.overhead_us.get(other))
@@ -89,6 +95,8 @@ def combined_table(results: list[SuiteResult], markdown: bool) -> str:
     headers = ["adapter", "call", "uninstrumented µs"]
     for contender in CONTENDERS:
         headers += [f"{contender} x floor", "x call"]
+        if contender == CONTENDERS[0]:
+            headers.insert(-1, "x floor in situ")
     headers += ["convotel / OpenInference", "convotel / OpenLLMetry"]
     notes = [
         f"{label} ({result.adapter}): {why}"
