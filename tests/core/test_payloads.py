@@ -136,6 +136,10 @@ def test_remembered_invocation_parameters_stay_bounded(monkeypatch: pytest.Monke
     for seed in range(attributes._MAX_PARAMETERS_JSON * 3):
         assert invocation_parameters_json({"seed": seed}) == f'{{"seed": {seed}}}'
     assert len(attributes._PARAMETERS_JSON) <= attributes._MAX_PARAMETERS_JSON
+    attributes._PARAMETERS_JSON.clear()
+    suffix = "x" * (attributes._MAX_REMEMBERED_TEXT + 1)  # long text is encoded, not kept
+    assert invocation_parameters_json({"suffix": suffix}) == f'{{"suffix": "{suffix}"}}'
+    assert not attributes._PARAMETERS_JSON
 
 
 def test_usage_attributes_keep_integers_and_derive_the_total() -> None:

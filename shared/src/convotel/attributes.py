@@ -279,6 +279,7 @@ def _skipped_parameters(exclude: frozenset[str]) -> frozenset[str]:
 #: ``True`` apart). Cleared when full; a race at worst encodes one set twice.
 _PARAMETERS_JSON: dict[tuple[tuple[str, object, type], ...], str] = {}
 _MAX_PARAMETERS_JSON = 512
+_MAX_REMEMBERED_TEXT = 256  # longer text values: the set is encoded every call, not remembered
 _SCALAR_TYPES = frozenset({str, int, float, bool})
 
 
@@ -296,7 +297,10 @@ def invocation_parameters_json(
         kind = type(value)
         if kind in _SCALAR_TYPES:
             if items is not None:
-                items.append((key, value, kind))
+                if kind is str and len(value) > _MAX_REMEMBERED_TEXT:
+                    items = None  # e.g. a code suffix: not worth keeping in memory
+                else:
+                    items.append((key, value, kind))
         elif value is None or kind.__name__ in UNSET_TYPE_NAMES:
             continue
         else:  # the encoder converts SDK objects (pydantic models...) through jsonable
