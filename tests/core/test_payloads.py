@@ -22,7 +22,12 @@ from convotel.attributes import (
     message_attributes,
     usage_attributes,
 )
-from convotel.payloads import chat_message
+from convotel.payloads import (
+    chat_message,
+    chat_messages,
+    plain_chat_input_attributes,
+    plain_reply_attributes,
+)
 
 IN = SpanAttributes.LLM_INPUT_MESSAGES
 FUNCTION_NAME = MessageAttributes.MESSAGE_FUNCTION_CALL_NAME
@@ -153,3 +158,57 @@ def test_usage_attributes_keep_integers_and_derive_the_total() -> None:
     assert dict(usage_attributes(prompt=3, completion=1.5)) == {  # type: ignore[arg-type]
         SpanAttributes.LLM_TOKEN_COUNT_PROMPT: 3
     }
+
+
+USER = {"role": "user", "content": "Hi"}
+PLAIN_REQUESTS: list[Any] = [
+    [USER],
+    [{"role": "system", "content": "Be brief."}, USER],
+    [USER, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Lisbon?"}],
+    # not the plain shape: the general reader answers (None here)
+    [USER, {"role": "assistant", "content": "Hello"}],  # the last one is not the user's
+    [{"role": "user", "content": ""}],
+    [{"role": "user", "content": None}],
+    [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+    [{"role": "user", "content": "Hi", "name": "ann"}],
+    [{"role": "tool", "content": "42", "tool_call_id": "c1"}],
+    [SimpleNamespace(role="user", content="Hi")],
+    [],
+    (USER,),
+    None,
+]
+
+
+@pytest.mark.parametrize("index", range(len(PLAIN_REQUESTS)))
+def test_the_plain_request_reader_says_what_the_general_one_says(index: int) -> None:
+    messages = PLAIN_REQUESTS[index]
+    read = chat_messages(messages)
+    general = [*message_attributes(IN, read), *llm_input_value_attributes(read)]
+    plain = plain_chat_input_attributes(messages)
+    assert plain is None or plain == general
+    assert (plain is not None) == (index < 3)  # the first three have the plain shape
+
+
+PLAIN_REPLIES: list[Any] = [
+    {"role": "assistant", "content": "Lisbon."},
+    SimpleNamespace(role="assistant", content="Lisbon.", tool_calls=None, function_call=None),
+    {"role": "assistant", "content": "Lisbon.", "refusal": None, "tool_calls": []},
+    # not a text-only reply: the general reader answers
+    {"role": "assistant", "content": None, "refusal": "I cannot."},
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "function": CALL}]},
+    {"role": "assistant", "content": "Calling", "tool_calls": [{"id": "c", "function": CALL}]},
+    {"role": "assistant", "content": None, "function_call": CALL},
+    {"content": "no role"},
+    None,
+]
+
+
+@pytest.mark.parametrize("index", range(len(PLAIN_REPLIES)))
+def test_the_plain_reply_reader_says_what_the_general_one_says(index: int) -> None:
+    reply = PLAIN_REPLIES[index]
+    read = [chat_message(reply)]
+    general = [*message_attributes(SpanAttributes.LLM_OUTPUT_MESSAGES, read)]
+    general_value = [*llm_output_value_attributes(read, replied=True)]
+    plain = plain_reply_attributes(reply)
+    assert plain is None or plain == (general, general_value)
+    assert (plain is not None) == (index < 3)  # the first three are text-only replies

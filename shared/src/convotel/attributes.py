@@ -47,6 +47,7 @@ __all__ = [
     "llm_input_value_attributes",
     "llm_output_value_attributes",
     "message_attributes",
+    "message_keys",
     "message_text",
     "model_attributes",
     "output_value_attributes",
@@ -330,7 +331,7 @@ def invocation_parameter_attributes(
 
 
 @functools.lru_cache(maxsize=1024)
-def _message_keys(prefix: str, index: int) -> tuple[str, str, str]:
+def message_keys(prefix: str, index: int) -> tuple[str, str, str]:
     """The key prefix of message ``index`` and its role and content keys (built once)."""
     base = f"{prefix}.{index}."
     return base, base + MessageAttributes.MESSAGE_ROLE, base + MessageAttributes.MESSAGE_CONTENT
@@ -342,7 +343,7 @@ def message_attributes(
     """Pairs for ``prefix`` (``llm.input_messages`` or ``llm.output_messages``) per message,
     numbered from ``first_index``."""
     for index, message in enumerate(messages, first_index):
-        base, role_key, content_key = _message_keys(prefix, index)
+        base, role_key, content_key = message_keys(prefix, index)
         if message.role is not None:
             yield role_key, message.role
         if message.content is not None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from openinference.semconv.trace import OpenInferenceMimeTypeValues, SpanAttributes
+
 from convotel.attributes import (
     SECRET_PARAMETERS,
     UNSET_TYPE_NAMES,
@@ -23,6 +25,7 @@ from convotel.attributes import (
     Message,
     Pair,
     ToolCall,
+    message_keys,
     usage_attributes,
 )
 from convotel.json_encoding import json_text
@@ -34,6 +37,8 @@ __all__ = [
     "content_parts",
     "field",
     "function_call",
+    "plain_chat_input_attributes",
+    "plain_reply_attributes",
     "sequence_of",
     "text_of",
     "tool_call",
@@ -49,6 +54,13 @@ _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 _IMAGE_PARTS = frozenset({"image_url", "input_image"})
 #: Mistral's tool-call id when the model gave none.
 _NO_ID = "null"
+_INPUT_MESSAGES, _OUTPUT_MESSAGES = (
+    SpanAttributes.LLM_INPUT_MESSAGES,
+    SpanAttributes.LLM_OUTPUT_MESSAGES,
+)
+_INPUT_VALUE, _INPUT_MIME = SpanAttributes.INPUT_VALUE, SpanAttributes.INPUT_MIME_TYPE
+_OUTPUT_VALUE, _OUTPUT_MIME = SpanAttributes.OUTPUT_VALUE, SpanAttributes.OUTPUT_MIME_TYPE
+_TEXT_MIME = OpenInferenceMimeTypeValues.TEXT.value
 
 
 def values_of(obj: Any) -> Mapping[str, Any]:
@@ -182,6 +194,51 @@ def chat_message(message: Any, role: str | None = None) -> Message:
 def chat_messages(messages: Any) -> list[Message]:
     """The messages of a list (a one-shot iterable is not read)."""
     return [chat_message(message) for message in sequence_of(messages)]
+
+
+# The common shapes, read without building Message records: what :func:`chat_message` and
+# convotel.attributes' message and input/output value rules make of them, pair for pair (a test
+# holds the two to the same answer); any other shape returns None for the general reader.
+
+
+def plain_chat_input_attributes(messages: Any) -> list[Pair] | None:
+    """``llm.input_messages.*`` and ``input.value`` of a request whose messages are all plain
+    ``{"role": ..., "content": "<text>"}`` dicts, the last one the user's; else ``None``."""
+    if type(messages) is not list or not messages:
+        return None
+    pairs: list[Pair] = []
+    role: object = None
+    content: object = None
+    for index, message in enumerate(messages):
+        if type(message) is not dict or len(message) != 2:
+            return None
+        role, content = message.get("role"), message.get("content")
+        if type(role) is not str or type(content) is not str or not content:
+            return None
+        _, role_key, content_key = message_keys(_INPUT_MESSAGES, index)
+        pairs += ((role_key, role), (content_key, content))
+    if role != "user":
+        return None
+    pairs += ((_INPUT_VALUE, content), (_INPUT_MIME, _TEXT_MIME))
+    return pairs
+
+
+def plain_reply_attributes(message: Any) -> tuple[list[Pair], list[Pair]] | None:
+    """The ``llm.output_messages.0.*`` and the ``output.value`` pairs of a reply that is text
+    only (a role, no tool or function call, no name); else ``None``."""
+    get = values_of(message).get
+    role, content = get("role"), get("content")
+    if type(role) is not str or type(content) is not str or not content:
+        return None
+    if get("tool_calls") or get("function_call") is not None or get("name") is not None:
+        return None
+    if get("tool_call_id") is not None:
+        return None
+    _, role_key, content_key = message_keys(_OUTPUT_MESSAGES, 0)
+    return [(role_key, role), (content_key, content)], [
+        (_OUTPUT_VALUE, content),
+        (_OUTPUT_MIME, _TEXT_MIME),
+    ]
 
 
 def usage_count_attributes(usage: Any) -> list[Pair]:

@@ -40,6 +40,8 @@ from convotel.json_encoding import json_text
 from convotel.payloads import (
     chat_message,
     field,
+    plain_chat_input_attributes,
+    plain_reply_attributes,
     sequence_of,
     text_of,
     usage_count_attributes,
@@ -110,7 +112,11 @@ def chat_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
     agent_id = field(kwargs, "agent_id")
     if agent_id:
         pairs.append((GEN_AI_AGENT_ID, agent_id))
-    messages = [chat_message(m) for m in sequence_of(field(kwargs, "messages"))]
+    raw_messages = field(kwargs, "messages")
+    plain = plain_chat_input_attributes(raw_messages)
+    if plain is not None:  # the common shape, without Message records
+        return chain(pairs, plain)
+    messages = [chat_message(m) for m in sequence_of(raw_messages)]
     return chain(pairs, input_messages(messages))
 
 
@@ -187,12 +193,20 @@ usage_pairs = usage_count_attributes
 def completion_response_attributes(response: Any) -> Iterator[Pair]:
     """Chat, FIM and agents completions: model, output messages, finish reason, usage."""
     choices = sequence_of(field(response, "choices"))
-    messages = [chat_message(field(choice, "message"), "assistant") for choice in choices]
     finish_reason = field(choices[0], "finish_reason") if choices else None
+    finish = ((SpanAttributes.LLM_FINISH_REASON, str(finish_reason)),) if finish_reason else ()
+    plain = plain_reply_attributes(field(choices[0], "message")) if len(choices) == 1 else None
+    if plain is not None:  # one text reply: the common shape, without Message records
+        message_pairs, value_pairs = plain
+        replied: Iterable[Pair] = chain(message_pairs, value_pairs)
+    else:
+        replied = output_messages(
+            [chat_message(field(choice, "message"), "assistant") for choice in choices]
+        )
     return chain(
         model_attributes(response_model=field(response, "model")),
-        output_messages(messages),
-        ((SpanAttributes.LLM_FINISH_REASON, str(finish_reason)),) if finish_reason else (),
+        replied,
+        finish,
         usage_pairs(field(response, "usage")),
     )
 

@@ -39,6 +39,8 @@ from convotel.payloads import (
     chat_messages,
     content_parts,
     field,
+    plain_chat_input_attributes,
+    plain_reply_attributes,
     sequence_of,
     text_of,
     usage_count_attributes,
@@ -168,8 +170,12 @@ def response_item_message(item: Any) -> Message | None:
 
 
 def chat_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
-    messages = chat_messages(kwargs.get("messages"))
-    return messages_and_tools_attributes(messages, kwargs.get("tools"))
+    tools = kwargs.get("tools")
+    if not tools:
+        plain = plain_chat_input_attributes(kwargs.get("messages"))
+        if plain is not None:  # the common shape, without Message records
+            return iter(plain)
+    return messages_and_tools_attributes(chat_messages(kwargs.get("messages")), tools)
 
 
 def responses_request_attributes(kwargs: Mapping[str, Any]) -> Iterator[Pair]:
@@ -228,8 +234,20 @@ def output_attributes(
 def chat_response_attributes(completion: Any) -> Iterator[Pair]:
     get = values_of(completion).get
     choices = sequence_of(get("choices"))
-    messages = [chat_message(values_of(choice).get("message")) for choice in choices]
     finish_reason = values_of(choices[0]).get("finish_reason") if choices else None
+    if len(choices) == 1:
+        plain = plain_reply_attributes(values_of(choices[0]).get("message"))
+        if plain is not None:  # one text reply: the common shape, without Message records
+            message_pairs, value_pairs = plain
+            if isinstance(finish_reason, str):
+                message_pairs.append((SpanAttributes.LLM_FINISH_REASON, finish_reason))
+            return chain(
+                model_attributes(response_model=get("model")),
+                message_pairs,
+                value_pairs,
+                chat_usage_attributes(get("usage")),
+            )
+    messages = [chat_message(values_of(choice).get("message")) for choice in choices]
     return chain(  # one C-level chain: nested generators cost a frame switch per pair
         model_attributes(response_model=get("model")),
         output_attributes(messages, finish_reason, replied=True),
