@@ -51,6 +51,7 @@ __all__ = [
     "message_text",
     "model_attributes",
     "output_value_attributes",
+    "token_count_pairs",
     "tool_definition_attributes",
     "usage_attributes",
 ]
@@ -421,19 +422,28 @@ def usage_attributes(
     completion_audio: int | None = None,
 ) -> list[Pair]:
     """Token counts (integers only); the total is derived from prompt + completion when not
-    given."""
-    if total is None and isinstance(prompt, int) and isinstance(completion, int):
-        total = prompt + completion
-    counts = (
-        prompt,
-        completion,
-        total,
-        cache_read,
-        cache_write,
-        reasoning,
-        prompt_audio,
-        completion_audio,
+    given (:func:`token_count_pairs`)."""
+    return token_count_pairs(
+        (
+            prompt,
+            completion,
+            total,
+            cache_read,
+            cache_write,
+            reasoning,
+            prompt_audio,
+            completion_audio,
+        )
     )
+
+
+def token_count_pairs(counts: tuple[object, ...]) -> list[Pair]:
+    """The pairs of the integer ``counts``, given in :func:`usage_attributes`' order (prompt,
+    completion, total, cache read, cache write, reasoning, prompt audio, completion audio); the
+    total is derived from prompt + completion when not given."""
+    prompt, completion, total = counts[0], counts[1], counts[2]
+    if total is None and isinstance(prompt, int) and isinstance(completion, int):
+        counts = (prompt, completion, prompt + completion, *counts[3:])
     return [
         (key, count)
         for key, count in zip(_TOKEN_COUNT_KEYS, counts)  # noqa: B905 - both have eight

@@ -26,7 +26,7 @@ from convotel.attributes import (
     Pair,
     ToolCall,
     message_keys,
-    usage_attributes,
+    token_count_pairs,
 )
 from convotel.json_encoding import json_text
 
@@ -264,15 +264,21 @@ def usage_count_attributes(usage: Any) -> list[Pair]:
         cache_read = get("cache_read_input_tokens")
     if cache_write is None:
         cache_write = get("cache_creation_input_tokens")
-    return usage_attributes(
-        prompt=prompt,
-        completion=completion,
-        total=get("total_tokens"),
-        cache_read=cache_read,
-        cache_write=cache_write,
-        reasoning=completion_detail("reasoning_tokens"),
-        prompt_audio=prompt_detail("audio_tokens") or None,
-        completion_audio=completion_detail("audio_tokens") or None,
+    prompt_audio, completion_audio = (
+        prompt_detail("audio_tokens"),
+        completion_detail("audio_tokens"),
+    )
+    return token_count_pairs(  # usage_attributes' rule, without its keyword call
+        (
+            prompt,
+            completion,
+            get("total_tokens"),
+            cache_read,
+            cache_write,
+            completion_detail("reasoning_tokens"),
+            prompt_audio or None,
+            completion_audio or None,
+        )
     )
 
 
