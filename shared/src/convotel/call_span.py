@@ -62,6 +62,8 @@ _CHAIN = OpenInferenceSpanKindValues.CHAIN.value
 _KIND_VALUES: dict[object, str] = {kind: kind.value for kind in OpenInferenceSpanKindValues}
 _TOKEN_COUNT_PREFIX = "llm.token_count"
 _PROMPT_TOKENS = SpanAttributes.LLM_TOKEN_COUNT_PROMPT
+_PROVIDER, _SYSTEM = SpanAttributes.LLM_PROVIDER, SpanAttributes.LLM_SYSTEM
+_MODEL = SpanAttributes.LLM_MODEL_NAME
 _OK = Status(StatusCode.OK)
 _CONTEXT_KEYS = frozenset(CONTEXT_ATTRIBUTES)
 _SESSION = SpanAttributes.SESSION_ID
@@ -301,8 +303,11 @@ def _genai_pairs(span: Span, pending: Mapping[str, Any]) -> dict[str, Any]:
 def _cost_pairs(span: Span, pending: Mapping[str, Any], cut_at: int | None) -> dict[str, Any]:
     """The cost of an LLM span's call (see :mod:`convotel.cost`); a deferred one has none."""
     try:
-        # The span's own attributes are read only when the pending ones lack provider or model.
-        return cost_attributes(pending, getattr(span, "attributes", None), truncated_at=cut_at)
+        # The span's own attributes are read only when the pending ones lack provider or model
+        # (reading them copies them).
+        has_names = (pending.get(_PROVIDER) or pending.get(_SYSTEM)) and pending.get(_MODEL)
+        recorded = None if has_names else getattr(span, "attributes", None)
+        return cost_attributes(pending, recorded, truncated_at=cut_at)
     except Exception as exc:  # noqa: BLE001 - a price that cannot be computed is not recorded
         log_once("pricing a call", exc)
         return {}

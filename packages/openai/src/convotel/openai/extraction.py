@@ -59,6 +59,8 @@ OUTPUT_MESSAGES = SpanAttributes.LLM_OUTPUT_MESSAGES
 _LLM_PROVIDER, _LLM_SYSTEM = SpanAttributes.LLM_PROVIDER, SpanAttributes.LLM_SYSTEM
 _MODEL, _REQUEST_MODEL = SpanAttributes.LLM_MODEL_NAME, SpanAttributes.LLM_REQUEST_MODEL_NAME
 _EMBEDDING_MODEL = SpanAttributes.EMBEDDING_MODEL_NAME
+_RESPONSE_MODEL = SpanAttributes.LLM_RESPONSE_MODEL_NAME
+_NO_CHOICE: Mapping[str, Any] = {}
 #: Recorded as messages, tools or prompts rather than as invocation parameters (``model`` is
 #: a parameter too, as OpenInference records it).
 _NOT_PARAMETERS = frozenset({"messages", "tools", "input", "instructions", "prompt"})
@@ -234,19 +236,20 @@ def output_attributes(
 def chat_response_attributes(completion: Any) -> Iterator[Pair]:
     get = values_of(completion).get
     choices = sequence_of(get("choices"))
-    finish_reason = values_of(choices[0]).get("finish_reason") if choices else None
+    first = (values_of(choices[0]) if choices else _NO_CHOICE).get
+    finish_reason = first("finish_reason")
     if len(choices) == 1:
-        plain = plain_reply_attributes(values_of(choices[0]).get("message"))
+        plain = plain_reply_attributes(first("message"))
         if plain is not None:  # one text reply: the common shape, without Message records
             message_pairs, value_pairs = plain
+            model = get("model")
+            if model:  # returned: the model of the span
+                message_pairs[:0] = ((_RESPONSE_MODEL, model), (_MODEL, model))
             if isinstance(finish_reason, str):
                 message_pairs.append((SpanAttributes.LLM_FINISH_REASON, finish_reason))
-            return chain(
-                model_attributes(response_model=get("model")),
-                message_pairs,
-                value_pairs,
-                chat_usage_attributes(get("usage")),
-            )
+            message_pairs += value_pairs
+            message_pairs += chat_usage_attributes(get("usage"))
+            return iter(message_pairs)
     messages = [chat_message(values_of(choice).get("message")) for choice in choices]
     return chain(  # one C-level chain: nested generators cost a frame switch per pair
         model_attributes(response_model=get("model")),
