@@ -90,39 +90,63 @@ class Endpoint:
         return StreamProxy(response, call, accumulator)
 
 
+def _overrides(endpoint: Endpoint, hook: str) -> bool:
+    """Whether ``endpoint``'s class overrides the default ``hook`` (a call saved otherwise)."""
+    return getattr(type(endpoint), hook) is not getattr(Endpoint, hook)
+
+
+class _Hooks:
+    """What an endpoint overrides, looked up once per wrapper instead of called every call."""
+
+    __slots__ = ("adjusts", "filters", "kinds", "names", "reads_provider")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.filters = _overrides(endpoint, "applies")
+        self.names = _overrides(endpoint, "name_for")
+        self.kinds = _overrides(endpoint, "kind_for")
+        self.reads_provider = _overrides(endpoint, "provider_context")
+        self.adjusts = _overrides(endpoint, "adjust_kwargs")
+
+
 def _start_call(
     tracing: Tracing,
     endpoint: Endpoint,
+    hooks: _Hooks,
     instance: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     asynchronous: bool,
 ) -> tuple[CallSpan | None, dict[str, Any]]:
     try:
-        if not is_instrumentation_enabled() or not endpoint.applies(instance, args, kwargs):
+        if not is_instrumentation_enabled():
             return None, kwargs
-        name = endpoint.name_for(instance, asynchronous)
+        if hooks.filters and not endpoint.applies(instance, args, kwargs):
+            return None, kwargs
+        name = endpoint.name_for(instance, asynchronous) if hooks.names else endpoint.span_name
+        kind = endpoint.kind_for(instance) if hooks.kinds else endpoint.kind
         owner = (instance if instance is not None else tracing) if endpoint.exposes_call else None
     except Exception as exc:  # noqa: BLE001
         log_once(f"{endpoint.span_name} starting a span", exc)
         return None, kwargs
+    parent = None
+    if hooks.reads_provider:
+        try:
+            parent = endpoint.provider_context(tracing.config, instance, args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - the call is traced without the provider's session
+            log_once(f"{name} reading the provider's session", exc)
     try:
-        parent = endpoint.provider_context(tracing.config, instance, args, kwargs)
-    except Exception as exc:  # noqa: BLE001 - the call is traced without the provider's session
-        log_once(f"{name} reading the provider's session", exc)
-        parent = None
-    try:
-        call = tracing.start(
-            name,
-            endpoint.kind_for(instance),
-            framework=endpoint.framework,
-            parent=parent,
-            owner=owner,
-        )
+        call = tracing.start(name, kind, framework=endpoint.framework, parent=parent, owner=owner)
     except Exception as exc:  # noqa: BLE001
         log_once(f"{endpoint.span_name} starting a span", exc)
         return None, kwargs
-    call.record(lambda: endpoint.request_attributes(instance, args, kwargs), f"{name} request")
+    try:
+        request = endpoint.request_attributes(instance, args, kwargs)
+    except Exception as exc:  # noqa: BLE001 - an extractor failing when called
+        log_once(f"{name} request", exc)
+    else:
+        call.set_attributes(request, f"{name} request")
+    if not hooks.adjusts:
+        return call, kwargs
     try:
         return call, endpoint.adjust_kwargs(kwargs)
     except Exception as exc:  # noqa: BLE001
@@ -153,10 +177,14 @@ def _fail_call(call: CallSpan, endpoint: Endpoint, exc: BaseException) -> None:
 def sync_wrapper(get_tracing: Callable[[], Tracing], endpoint: Endpoint) -> WrapperFunction:
     """A ``wrapt`` wrapper tracing a synchronous SDK method described by ``endpoint``."""
 
+    hooks = _Hooks(endpoint)
+
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        call, call_kwargs = _start_call(get_tracing(), endpoint, instance, args, kwargs, False)
+        call, call_kwargs = _start_call(
+            get_tracing(), endpoint, hooks, instance, args, kwargs, False
+        )
         if call is None:
             return wrapped(*args, **kwargs)
         token = context_api.attach(call.context)
@@ -175,10 +203,14 @@ def sync_wrapper(get_tracing: Callable[[], Tracing], endpoint: Endpoint) -> Wrap
 def async_wrapper(get_tracing: Callable[[], Tracing], endpoint: Endpoint) -> WrapperFunction:
     """A ``wrapt`` wrapper tracing an ``async def`` SDK method described by ``endpoint``."""
 
+    hooks = _Hooks(endpoint)
+
     async def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        call, call_kwargs = _start_call(get_tracing(), endpoint, instance, args, kwargs, True)
+        call, call_kwargs = _start_call(
+            get_tracing(), endpoint, hooks, instance, args, kwargs, True
+        )
         if call is None:
             return await wrapped(*args, **kwargs)
         token = context_api.attach(call.context)
