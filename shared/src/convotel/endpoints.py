@@ -27,9 +27,11 @@ WrapperFunction = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, 
 
 
 class Endpoint:
-    """What an adapter says about one wrapped method; override what applies.
+    """What an adapter says about one wrapped method; override what applies, in a subclass.
 
-    The defaults record nothing but the span kind and name.
+    The defaults record nothing but the span kind and name. The wrappers look up once which
+    hooks the subclass overrides and do not call the others (a hook set on an instance is not
+    seen).
     """
 
     span_name: str = "call"
