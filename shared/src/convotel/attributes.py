@@ -256,19 +256,23 @@ def model_attributes(
     system: str | None = None,
     request_model: str | None = None,
     response_model: str | None = None,
-) -> Iterator[Pair]:
-    """Provider, system and model names; ``llm.model_name`` is the returned model if known."""
+) -> list[Pair]:
+    """Provider, system and model names; ``llm.model_name`` is the returned model if known.
+
+    A list (not a generator): every model call builds one."""
+    pairs: list[Pair] = []
     if provider:
-        yield SpanAttributes.LLM_PROVIDER, provider
+        pairs.append((SpanAttributes.LLM_PROVIDER, provider))
     if system:
-        yield SpanAttributes.LLM_SYSTEM, system
+        pairs.append((SpanAttributes.LLM_SYSTEM, system))
     if request_model:
-        yield SpanAttributes.LLM_REQUEST_MODEL_NAME, request_model
+        pairs.append((SpanAttributes.LLM_REQUEST_MODEL_NAME, request_model))
     if response_model:
-        yield SpanAttributes.LLM_RESPONSE_MODEL_NAME, response_model
+        pairs.append((SpanAttributes.LLM_RESPONSE_MODEL_NAME, response_model))
     model = response_model or request_model
     if model:
-        yield SpanAttributes.LLM_MODEL_NAME, model
+        pairs.append((SpanAttributes.LLM_MODEL_NAME, model))
+    return pairs
 
 
 @functools.lru_cache(maxsize=64)
@@ -303,7 +307,7 @@ def invocation_parameters_json(
                     items = None  # e.g. a code suffix: not worth keeping in memory
                 else:
                     items.append((key, value, kind))
-        elif value is None or kind.__name__ in UNSET_TYPE_NAMES:
+        elif is_unset(value):
             continue
         else:  # the encoder converts SDK objects (pydantic models...) through jsonable
             items = None

@@ -25,6 +25,7 @@ from convotel.attributes import (
     Message,
     Pair,
     ToolCall,
+    is_unset,
     message_keys,
     token_count_pairs,
 )
@@ -97,12 +98,10 @@ def field(obj: Any, name: str) -> Any:
 def user_arguments(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The arguments the application gave: no ``None`` or "not given" sentinels, no credentials,
     headers or transport settings."""
-    return {  # is_unset inline: this runs for every argument of every call
+    return {
         key: value
         for key, value in kwargs.items()
-        if value is not None
-        and key not in SECRET_PARAMETERS
-        and type(value).__name__ not in UNSET_TYPE_NAMES
+        if key not in SECRET_PARAMETERS and not is_unset(value)
     }
 
 
@@ -264,10 +263,6 @@ def usage_count_attributes(usage: Any) -> list[Pair]:
         cache_read = get("cache_read_input_tokens")
     if cache_write is None:
         cache_write = get("cache_creation_input_tokens")
-    prompt_audio, completion_audio = (
-        prompt_detail("audio_tokens"),
-        completion_detail("audio_tokens"),
-    )
     return token_count_pairs(  # usage_attributes' rule, without its keyword call
         (
             prompt,
@@ -276,8 +271,8 @@ def usage_count_attributes(usage: Any) -> list[Pair]:
             cache_read,
             cache_write,
             completion_detail("reasoning_tokens"),
-            prompt_audio or None,
-            completion_audio or None,
+            prompt_detail("audio_tokens") or None,
+            completion_detail("audio_tokens") or None,
         )
     )
 

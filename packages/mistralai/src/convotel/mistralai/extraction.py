@@ -55,8 +55,6 @@ SYSTEM = OpenInferenceLLMSystemValues.MISTRALAI.value
 #: Request fields recorded as messages, tools, prompts or the conversation id rather than as
 #: invocation parameters. ``model``, ``agent_id`` and a ``stream`` the caller set are parameters,
 #: as OpenInference records them.
-_LLM_PROVIDER, _LLM_SYSTEM = SpanAttributes.LLM_PROVIDER, SpanAttributes.LLM_SYSTEM
-_MODEL, _REQUEST_MODEL = SpanAttributes.LLM_MODEL_NAME, SpanAttributes.LLM_REQUEST_MODEL_NAME
 _NOT_PARAMETERS = frozenset(
     {"messages", "tools", "prompt", "inputs", "instructions", "conversation_id"}
 )
@@ -92,10 +90,7 @@ def output_messages(messages: list[Message]) -> Iterator[Pair]:
 
 
 def _common_request(kwargs: Mapping[str, Any]) -> list[Pair]:
-    pairs: list[Pair] = [(_LLM_PROVIDER, PROVIDER), (_LLM_SYSTEM, SYSTEM)]
-    model = field(kwargs, "model")
-    if model:  # requested, and the model until one is returned
-        pairs += ((_REQUEST_MODEL, model), (_MODEL, model))
+    pairs = model_attributes(provider=PROVIDER, system=SYSTEM, request_model=field(kwargs, "model"))
     # only what the caller set: no "not given" sentinels, credentials or transport settings
     parameters = invocation_parameters_json(kwargs, _NOT_PARAMETERS)
     if parameters is not None:

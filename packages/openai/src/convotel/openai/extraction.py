@@ -56,10 +56,6 @@ AZURE = _PROVIDER.AZURE.value
 SYSTEM = OpenInferenceLLMSystemValues.OPENAI.value
 INPUT_MESSAGES = SpanAttributes.LLM_INPUT_MESSAGES
 OUTPUT_MESSAGES = SpanAttributes.LLM_OUTPUT_MESSAGES
-_LLM_PROVIDER, _LLM_SYSTEM = SpanAttributes.LLM_PROVIDER, SpanAttributes.LLM_SYSTEM
-_MODEL, _REQUEST_MODEL = SpanAttributes.LLM_MODEL_NAME, SpanAttributes.LLM_REQUEST_MODEL_NAME
-_EMBEDDING_MODEL = SpanAttributes.EMBEDDING_MODEL_NAME
-_RESPONSE_MODEL = SpanAttributes.LLM_RESPONSE_MODEL_NAME
 _NO_CHOICE: Mapping[str, Any] = {}
 #: Recorded as messages, tools or prompts rather than as invocation parameters (``model`` is
 #: a parameter too, as OpenInference records it).
@@ -110,14 +106,13 @@ def common_request_attributes(
     provider: str, parameters: Mapping[str, Any], *, embedding: bool = False
 ) -> list[Pair]:
     """Provider, system, requested model and invocation parameters of any endpoint."""
-    model = parameters.get("model")
-    pairs: list[Pair] = [(_LLM_PROVIDER, provider), (_LLM_SYSTEM, SYSTEM)]
+    model = text_of(parameters.get("model"))
     if embedding:
-        pairs.append((_EMBEDDING_MODEL, model if isinstance(model, str) else None))
+        pairs = model_attributes(provider=provider, system=SYSTEM)
+        pairs.append((SpanAttributes.EMBEDDING_MODEL_NAME, model))
         key = SpanAttributes.EMBEDDING_INVOCATION_PARAMETERS
     else:
-        if isinstance(model, str) and model:  # requested, and the model until one is returned
-            pairs += ((_REQUEST_MODEL, model), (_MODEL, model))
+        pairs = model_attributes(provider=provider, system=SYSTEM, request_model=model)
         key = SpanAttributes.LLM_INVOCATION_PARAMETERS
     parameters_json = invocation_parameters_json(parameters, _NOT_PARAMETERS)
     if parameters_json is not None:
@@ -242,14 +237,13 @@ def chat_response_attributes(completion: Any) -> Iterator[Pair]:
         plain = plain_reply_attributes(first("message"))
         if plain is not None:  # one text reply: the common shape, without Message records
             message_pairs, value_pairs = plain
-            model = get("model")
-            if model:  # returned: the model of the span
-                message_pairs[:0] = ((_RESPONSE_MODEL, model), (_MODEL, model))
+            pairs = model_attributes(response_model=get("model"))
+            pairs += message_pairs
             if isinstance(finish_reason, str):
-                message_pairs.append((SpanAttributes.LLM_FINISH_REASON, finish_reason))
-            message_pairs += value_pairs
-            message_pairs += chat_usage_attributes(get("usage"))
-            return iter(message_pairs)
+                pairs.append((SpanAttributes.LLM_FINISH_REASON, finish_reason))
+            pairs += value_pairs
+            pairs += chat_usage_attributes(get("usage"))
+            return iter(pairs)
     messages = [chat_message(values_of(choice).get("message")) for choice in choices]
     return chain(  # one C-level chain: nested generators cost a frame switch per pair
         model_attributes(response_model=get("model")),
