@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +25,7 @@ from reliability_values import FIELD_NAMES, convotel_failures, odd_mappings, odd
 
 from convotel import TraceConfig
 from convotel import attributes as builders
+from convotel.attributes import Pair
 from convotel.config import REDACTED_VALUE
 from convotel.json_encoding import safe_json_dumps
 
@@ -151,8 +152,13 @@ def test_attribute_builders_fed_bad_data_are_caught_and_logged_by_the_core(
     recorder = Recorder(config)
     call = recorder.tracing.start("call", LLM)
 
+    def extractor() -> Iterator[Pair]:
+        # Adapters call builders inside an extractor the core iterates; some builders are
+        # eager (``model_attributes`` returns a list), so they fail here rather than later.
+        yield from build(value)
+
     with convotel_failures() as failures:
-        call.set_attributes(build(value))
+        call.set_attributes(extractor())
         call.end()
 
     assert bool(failures) == expected_failure, [r.getMessage() for r in failures]
