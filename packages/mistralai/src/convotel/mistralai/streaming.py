@@ -15,6 +15,12 @@ from convotel.mistralai.extraction import output_messages, usage_pairs
 from convotel.payloads import ToolCallDeltas, content_parts, field, values_of
 from convotel.spans import StreamError
 
+_CompletionEvent: Any  # the class, or None
+try:  # the SDK's typed chat event: read with plain attribute reads (mistralai stays optional)
+    from mistralai.client.models import CompletionEvent as _CompletionEvent
+except ImportError:  # pragma: no cover - without the SDK every event takes the general path
+    _CompletionEvent = None
+
 
 def _text(content: Any) -> str:
     """The text of a delta's content: a string, or the text parts of a chunk list."""
@@ -47,8 +53,31 @@ class CompletionStreamAccumulator:
         self._usage: Any = None
 
     def process(self, event: Any) -> None:
-        # Every chunk: the models' fields are read from their ``__dict__`` (values_of); Mistral's
-        # UNSET sentinel is falsy, so ``or`` skips it as it skips None.
+        # This runs for every chunk: the SDK's common event (one choice, a text delta) is read
+        # inline; anything else (dicts, tool-call deltas, content parts, several choices) goes
+        # through _add. Mistral's UNSET sentinel is falsy, so ``or`` skips it as it skips None.
+        if type(event) is _CompletionEvent:
+            chunk = event.data
+            choices = chunk.choices
+            if len(choices) == 1:
+                choice = choices[0]
+                delta = choice.delta
+                content = delta.content
+                if type(content) is str and not delta.tool_calls:
+                    self._model = chunk.model or self._model
+                    self._usage = chunk.usage or self._usage
+                    index = choice.index or 0
+                    state = self._choices.get(index)
+                    if state is None:
+                        state = self._choices[index] = _Choice()
+                    state.role = delta.role or state.role
+                    state.text.append(content)
+                    state.finish_reason = choice.finish_reason or state.finish_reason
+                    return
+        self._add(event)
+
+    def _add(self, event: Any) -> None:
+        # The models' fields are read from their ``__dict__`` (values_of).
         chunk = values_of(field(event, "data"))
         self._model = chunk.get("model") or self._model
         self._usage = chunk.get("usage") or self._usage
