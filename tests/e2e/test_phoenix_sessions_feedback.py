@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from phoenix_e2e import FEEDBACK_SPAN, SESSION_ROOTS_QUERY, Phoenix, wait_for_sessions
 
+from convotel import call_span, record_feedback, using_session, using_user
 from convotel import feedback as feedback_module
-from convotel import record_feedback, using_session, using_user
 from convotel.demo.fake_server import FakeLLMServer
 from convotel.feedback import flush_feedback
 from convotel.propagation import SessionSpanProcessor
@@ -169,7 +169,7 @@ def test_feedback_on_a_session_phoenix_does_not_know_is_logged_once_and_never_bl
     """The application's spans never reached this Phoenix (here: a provider of its own): Phoenix
     answers 404 to each attempt, the feedback is given up, and the problem logged once."""
     phoenix.wait_until_healthy()
-    monkeypatch.setattr(feedback_module, "_logged", set())
+    monkeypatch.setattr(call_span, "_logged", set())
     monkeypatch.setattr(feedback_module, "PHOENIX_RETRY_DELAYS", (0.2, 0.4))
     caplog.set_level(logging.WARNING, logger="convotel")
     provider = TracerProvider()

@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import convotel
+from convotel import call_span, record_feedback
 from convotel import feedback as feedback_module
-from convotel import record_feedback
 from convotel.feedback import flush_feedback, phoenix_request, send_to_phoenix
 from convotel.sampling import SessionSampler, session_bucket
 
@@ -81,7 +81,7 @@ def fake_phoenix() -> Iterator[FakePhoenix]:
 @pytest.fixture(autouse=True)
 def fresh_logging(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Each test starts with nothing logged yet, and quick retries."""
-    monkeypatch.setattr(feedback_module, "_logged", set())
+    monkeypatch.setattr(call_span, "_logged", set())
     monkeypatch.setattr(feedback_module, "PHOENIX_RETRY_DELAYS", QUICK_RETRIES)
     caplog.set_level(logging.WARNING, logger="convotel")
 

@@ -84,12 +84,18 @@ _MAX_UNCHANGED_KEYS = 4096
 _logged: set[str] = set()
 
 
-def log_once(where: str, exc: BaseException | None = None) -> None:
-    """Log a failure of convotel's own code once per place, never raising."""
+def log_once(where: str, exc: BaseException | None = None, *, message: str | None = None) -> None:
+    """Log a failure of convotel's own code once per place (``where``), never raising.
+
+    The warning says "``where`` failed; instrumentation continues", with ``exc``'s traceback;
+    ``message`` says something else in its place (e.g. what a server answered)."""
     if where in _logged:
         return
     _logged.add(where)
-    logger.warning("convotel: %s failed; instrumentation continues", where, exc_info=exc)
+    if message is None:
+        logger.warning("convotel: %s failed; instrumentation continues", where, exc_info=exc)
+    else:
+        logger.warning("convotel: %s", message, exc_info=exc)
 
 
 def _attribute_value(value: Any) -> AttributeValue | None:

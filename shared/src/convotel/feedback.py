@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import math
 import os
 import re
@@ -55,6 +54,8 @@ from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 
+from convotel.call_span import log_once
+
 __all__ = [
     "FEEDBACK_SCOPE",
     "FEEDBACK_SOURCE",
@@ -70,8 +71,6 @@ __all__ = [
     "send_to_phoenix",
 ]
 
-logger = logging.getLogger("convotel")
-
 FEEDBACK_SCOPE = "convotel.feedback.scope"
 FEEDBACK_TURN = "convotel.feedback.turn"
 FEEDBACK_SOURCE = "convotel.feedback.source"
@@ -83,7 +82,6 @@ PHOENIX_TIMEOUT = 3.0
 PHOENIX_RETRY_DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
 _SPAN_NAME = "convotel.feedback"
 _MAX_TEXT = 4000
-_logged: set[str] = set()
 _ids = RandomIdGenerator()
 _TRACE_ID = re.compile("[0-9a-fA-F]{32}")
 #: At most this many threads send feedback to Phoenix at once (each ends when nothing waits).
@@ -194,7 +192,7 @@ def record_feedback(
             phoenix_endpoint,
         )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - feedback never breaks the application
-        _log_once("recording feedback", f"recording feedback failed: {exc}")
+        log_once("recording feedback", message=f"recording feedback failed: {exc}")
         return None
 
 
@@ -328,7 +326,7 @@ def send_to_phoenix(
         target = f"trace {feedback.turn!r}" if feedback.turn else f"session {feedback.session_id!r}"
         problem = f"Phoenix does not know the {target} ({problem})"
     where = f"sending feedback to Phoenix at {endpoint}"
-    _log_once(f"{where}: {status}", f"{where} failed: {problem}")
+    log_once(f"{where}: {status}", message=f"{where} failed: {problem}")
     return False
 
 
@@ -380,10 +378,10 @@ def _send_in_background(feedback: Feedback, endpoint: str) -> None:
             if start:
                 _senders += 1
     if drop:
-        _log_once(
+        log_once(
             "feedback queue full",
-            f"more than {MAX_PENDING} feedback sends to Phoenix are waiting: feedback is dropped "
-            "for Phoenix until they are done (its spans are recorded as usual)",
+            message=f"more than {MAX_PENDING} feedback sends to Phoenix are waiting: feedback is "
+            "dropped for Phoenix until they are done (its spans are recorded as usual)",
         )
         return
     if start:
@@ -395,7 +393,9 @@ def _send_in_background(feedback: Feedback, endpoint: str) -> None:
                 orphaned = _senders == 0
             if orphaned:  # no sender left to take what waits: give it up
                 _abandon_queue()
-            _log_once("starting a feedback sender", f"starting a feedback sender failed: {exc}")
+            log_once(
+                "starting a feedback sender", message=f"starting a feedback sender failed: {exc}"
+            )
 
 
 def _send_queued() -> None:
@@ -410,7 +410,7 @@ def _send_queued() -> None:
         try:
             send_to_phoenix(feedback, endpoint)
         except Exception as exc:  # noqa: BLE001 - a sender thread never dies of one send
-            _log_once("sending feedback", f"sending feedback to Phoenix failed: {exc!r}")
+            log_once("sending feedback", message=f"sending feedback to Phoenix failed: {exc!r}")
         finally:
             _done(1)
 
@@ -437,10 +437,3 @@ def flush_feedback(timeout: float | None = None) -> bool:
     job) calls this before it exits."""
     with _idle:
         return _idle.wait_for(lambda: _unfinished <= 0, timeout)
-
-
-def _log_once(key: str, message: str) -> None:
-    if key in _logged:
-        return
-    _logged.add(key)
-    logger.warning("convotel: %s", message)

@@ -47,6 +47,7 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from convotel.call_span import log_once
 from convotel.context import SESSION_ID
 
 __all__ = [
@@ -98,8 +99,12 @@ class SessionSampler(Sampler):
             return self._decide(
                 parent_context, trace_id, name, kind, attributes, links, trace_state
             )
-        except Exception:  # noqa: BLE001 - a sampler runs inside the application's span start
-            _log_once("convotel: the session sampler failed; the fallback sampler decided")
+        except Exception as exc:  # noqa: BLE001 - a sampler runs inside the application's span start
+            log_once(
+                "the session sampler",
+                exc,
+                message="the session sampler failed; the fallback sampler decided",
+            )
             return self.fallback.should_sample(
                 parent_context, trace_id, name, kind, attributes, links, trace_state
             )
@@ -135,15 +140,6 @@ class SessionSampler(Sampler):
 
     def get_description(self) -> str:
         return f"SessionSampler{{ratio={self.ratio}, fallback={self.fallback.get_description()}}}"
-
-
-_logged: set[str] = set()
-
-
-def _log_once(message: str) -> None:
-    if message not in _logged:
-        _logged.add(message)
-        logger.warning(message, exc_info=True)
 
 
 def _session_of(parent_context: Context | None, attributes: Attributes) -> str | None:
