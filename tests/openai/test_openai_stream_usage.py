@@ -19,6 +19,8 @@ import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openai.types.chat import ChatCompletionChunk
+from openai.types.completion_usage import CompletionUsage
 from openai_cassettes import Instrument, replay
 from openai_wire import (
     AZURE_API_VERSION,
@@ -49,6 +51,7 @@ from convotel.openai.stream_usage import (
     server_key,
     sync_usage_wrapper,
 )
+from convotel.openai.streaming import ChatStreamAccumulator
 from convotel.sessions import TokenCounts, group_by_session
 from convotel.spans import STREAM_OUTCOME, Tracing
 
@@ -139,6 +142,24 @@ def test_streamed_turn_counts_the_billed_tokens_and_the_app_sees_its_own_chunks(
     assert played.play_counts == ASKING_FOR_USAGE
     assert as_sent(chunks) == own_chunks  # no usage chunk, no `"usage": null` fields
     assert tokens(only_span()) == billed(usage)
+
+
+@pytest.mark.parametrize(
+    ("usage", "hidden"),
+    [
+        (CompletionUsage(prompt_tokens=3, completion_tokens=2, total_tokens=5), True),
+        ({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}, True),
+        (False, False),  # a stray value: the chunk is not the usage chunk convotel asked for
+        (0, False),
+        ("usage", False),
+        (None, False),
+    ],
+)
+def test_only_a_chunk_carrying_usage_counts_is_hidden(usage: Any, hidden: bool) -> None:
+    chunk = ChatCompletionChunk.construct(choices=[], usage=usage)
+    accumulator = ChatStreamAccumulator(hide_usage_chunk=True)
+
+    assert accumulator.process(chunk) is (not hidden)
 
 
 async def test_async_stream_counts_the_billed_tokens_and_hides_the_usage_chunk(

@@ -80,6 +80,11 @@ def _unset_usage_field(chunk: Any) -> None:
         fields.discard("usage")
 
 
+def _is_usage_record(usage: Any) -> bool:
+    """A chunk's ``usage`` is a record of counts (not ``None``, nor a stray ``false``)."""
+    return isinstance(usage, dict) or isinstance(getattr(usage, "__dict__", None), dict)
+
+
 class ChatStreamAccumulator:
     """Chat completion chunks: text and tool-call deltas per choice, usage, finish reasons.
 
@@ -112,8 +117,8 @@ class ChatStreamAccumulator:
             else:
                 _unset_usage_field(chunk)
         choices = chunk.choices
-        if not choices:
-            return usage is None or not self._hide_usage_chunk
+        if not choices:  # hidden: the usage-only chunk convotel asked for, nothing else
+            return not (self._hide_usage_chunk and _is_usage_record(usage))
         for choice in choices:
             state = self._choices.get(choice.index)
             if state is None:
