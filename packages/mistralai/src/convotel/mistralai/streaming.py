@@ -59,7 +59,7 @@ class CompletionStreamAccumulator:
         if type(event) is _CompletionEvent:
             chunk = event.data
             choices = chunk.choices
-            if len(choices) == 1:
+            if type(choices) is list and len(choices) == 1:
                 choice = choices[0]
                 delta = choice.delta
                 content = delta.content
