@@ -4,19 +4,18 @@ SQLite store against what the users received and what the loopback server billed
 
 from __future__ import annotations
 
-import contextlib
-import io
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from demo_cli import run_cli
 from openinference.semconv.trace import SpanAttributes
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -49,13 +48,6 @@ class ServedDemo:
     #: (session id, what the user said) -> the reply the user received over HTTP.
     received: dict[tuple[str, str], Reply]
     llm_requests: list[ServedRequest]
-
-
-def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main(list(argv))
-    return status, out.getvalue(), err.getvalue()
 
 
 def sessions_in(store: Path) -> dict[str, Session]:
