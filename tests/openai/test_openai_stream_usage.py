@@ -162,6 +162,15 @@ def test_only_a_chunk_carrying_usage_counts_is_hidden(usage: Any, hidden: bool) 
     assert accumulator.process(chunk) is (not hidden)
 
 
+@pytest.mark.parametrize("choices", [None, "", 0, False])
+def test_a_chunk_without_a_choices_list_is_not_the_usage_chunk(choices: Any) -> None:
+    usage = CompletionUsage(prompt_tokens=3, completion_tokens=2, total_tokens=5)
+    chunk = ChatCompletionChunk.construct(choices=choices, usage=usage)
+    accumulator = ChatStreamAccumulator(hide_usage_chunk=True)
+
+    assert accumulator.process(chunk) is True
+
+
 async def test_async_stream_counts_the_billed_tokens_and_hides_the_usage_chunk(
     async_client: openai.AsyncOpenAI, instrument: Instrument, only_span: OnlySpan
 ) -> None:

@@ -315,7 +315,9 @@ def _usage_chunk_convotel_asked_for(kwargs: dict[str, Any], chunk: Any) -> bool:
 
     if not ChatCompletions(TraceConfig).requests_usage(kwargs):
         return False
-    return getattr(chunk, "choices", None) == [] and getattr(chunk, "usage", None) is not None
+    usage = getattr(chunk, "usage", None)
+    is_record = isinstance(usage, dict) or isinstance(getattr(usage, "__dict__", None), dict)
+    return getattr(chunk, "choices", None) == [] and is_record
 
 
 def _read(result: Any) -> Any:

@@ -80,8 +80,11 @@ def _unset_usage_field(chunk: Any) -> None:
         fields.discard("usage")
 
 
-def _is_usage_record(usage: Any) -> bool:
-    """A chunk's ``usage`` is a record of counts (not ``None``, nor a stray ``false``)."""
+def _is_usage_only(choices: Any, usage: Any) -> bool:
+    """The chunk the server sends when asked for usage: ``"choices": []`` and a record of counts
+    (an object or a dict; not ``None``, nor a stray value such as ``false``)."""
+    if type(choices) is not list or choices:
+        return False
     return isinstance(usage, dict) or isinstance(getattr(usage, "__dict__", None), dict)
 
 
@@ -118,7 +121,7 @@ class ChatStreamAccumulator:
                 _unset_usage_field(chunk)
         choices = chunk.choices
         if not choices:  # hidden: the usage-only chunk convotel asked for, nothing else
-            return not (self._hide_usage_chunk and _is_usage_record(usage))
+            return not (self._hide_usage_chunk and _is_usage_only(choices, usage))
         for choice in choices:
             state = self._choices.get(choice.index)
             if state is None:
