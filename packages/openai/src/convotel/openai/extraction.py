@@ -125,16 +125,13 @@ def messages_and_tools_attributes(
 ) -> Iterator[Pair]:
     """Input messages (numbered from ``first_index``), ``input.value`` and tool definitions of
     a chat or Responses request."""
-    if tools and isinstance(tools, (list, tuple)):
-        return chain(
-            message_attributes(INPUT_MESSAGES, messages, first_index),
-            llm_input_value_attributes(messages),
-            tool_definition_attributes(tools),
-        )
+    listed = tools and isinstance(tools, (list, tuple))
+    defined = tool_definition_attributes(tools) if listed else ()
     # one C-level chain: nested generators cost a frame switch per pair
     return chain(
         message_attributes(INPUT_MESSAGES, messages, first_index),
         llm_input_value_attributes(messages),
+        defined,
     )
 
 
