@@ -152,7 +152,8 @@ class CallSpan:
     """
 
     __slots__ = (
-        *("__weakref__", "_claim", "_config", "_ended", "_pending", "_unchanged", "started_ns"),
+        *("__weakref__", "_claim", "_config", "_ended", "_pending", "_settled", "_unchanged"),
+        "started_ns",
         "llm",
         *("context", "enclosing", "owner", "span", "tracing"),
     )
@@ -175,6 +176,7 @@ class CallSpan:
         self._unchanged = unchanged_keys if unchanged_keys is not None else set()
         self._pending: dict[str, AttributeValue] = {}
         self._ended = False
+        self._settled = False
         #: ``time.monotonic_ns()`` when the call started (time to first token counts from it).
         self.started_ns = time.monotonic_ns()
         #: What the call was started for, if it is findable with :func:`inside_call`.
@@ -186,7 +188,13 @@ class CallSpan:
 
     @property
     def ended(self) -> bool:
+        """The span's end has begun (the call is claimed: later ends do nothing)."""
         return self._ended
+
+    @property
+    def settled(self) -> bool:
+        """The span has ended and every span processor has seen it end."""
+        return self._settled
 
     def set(self, key: str, value: Any) -> None:
         """Record one attribute (applied when the span ends); ``None`` is ignored."""
@@ -275,6 +283,25 @@ class CallSpan:
         if self._ended:
             return
         self._ended = True
+        self.end_claimed(error, attributes, ok=ok)
+
+    def claim_end(self) -> bool:
+        """Claim the span's end: ``True`` for the first caller only, which must then call
+        :meth:`end_claimed` (check and set run without a call between them, so two threads
+        ending the same span at once cannot both win under the GIL)."""
+        if self._ended:
+            return False
+        self._ended = True
+        return True
+
+    def end_claimed(
+        self,
+        error: BaseException | None = None,
+        attributes: Iterable[Pair] = (),
+        *,
+        ok: bool = True,
+    ) -> None:
+        """End the span whose end this caller claimed (see :meth:`end`)."""
         try:
             self.set_attributes(attributes)
             if error is not None:
@@ -298,6 +325,8 @@ class CallSpan:
             self.span.end()
         except Exception as exc:  # noqa: BLE001
             log_once("ending a span", exc)
+        finally:
+            self._settled = True
 
 
 def _genai_pairs(span: Span, pending: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -58,6 +57,8 @@ STREAM_OUTCOME = "convotel.stream.outcome"
 TIME_TO_FIRST_TOKEN_MS = "convotel.stream.time_to_first_token_ms"
 
 _WATCHED_STREAMS_KEY = context_api.create_key("convotel-watched-streams")
+#: How long :meth:`StreamWatch.close_open` waits for a stream another thread is ending.
+_SETTLE_TIMEOUT_S = 1.0
 
 
 class StreamOutcome(str, Enum):
@@ -114,7 +115,9 @@ class StreamWatch:
     __slots__ = ("_streams", "stop_attributes")
 
     def __init__(self) -> None:
-        self._streams: weakref.WeakSet[CallFinish] = weakref.WeakSet()
+        # Held until their spans have ended: a stream the garbage collector is ending in another
+        # thread must still be found (a weak set has forgotten it by then).
+        self._streams: set[CallFinish] = set()
         self.stop_attributes: dict[str, Any] | None = None
 
     def install(self, context: Context) -> Context:
@@ -124,14 +127,40 @@ class StreamWatch:
         self.stop_attributes = dict(attributes)
 
     def close_open(self) -> int:
-        """End the still-open watched streams as closed early; returns how many ended."""
+        """End the still-open watched streams as closed early; returns how many ended.
+
+        When it returns, every watched stream's span has ended, the ones another thread was
+        ending at that moment included (the garbage collector runs a lost stream's finalizer in
+        whichever thread it happens to run; waited for up to a second): the caller's own span,
+        such as a request's root, ends after them and so gets their turn's text.
+        """
         attributes = self.stop_attributes or {}
         ended = 0
+        unsettled = []
         for finish in list(self._streams):
-            if not finish.call.ended:
+            call = finish.call
+            if not call.ended:
                 finish.stop(attributes)
                 ended += 1
+            if not call.settled:
+                unsettled.append(call)
+        if unsettled:
+            _wait_settled(unsettled)
         return ended
+
+
+def _wait_settled(calls: list[CallSpan]) -> None:
+    """Wait (briefly) until other threads have finished ending ``calls``' spans."""
+    deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+    while not all(call.settled for call in calls):
+        if time.monotonic() > deadline:
+            log_once(
+                "waiting for a stream's span to end",
+                message=f"a watched stream was still ending after {_SETTLE_TIMEOUT_S} s; "
+                "not waiting longer",
+            )
+            return
+        time.sleep(0.0005)
 
 
 class _NoAccumulator:
@@ -240,6 +269,9 @@ class CallFinish:
         end_call(
             self.call, outcome, error, attributes, None if accumulator is _NONE else accumulator
         )
+        watch = self.watch
+        if watch is not None and self.call.settled:
+            watch._streams.discard(self)
 
 
 def end_call(
@@ -254,21 +286,24 @@ def end_call(
     ``outcome`` is ``None`` for a call that did not return a stream (a returned call needs no
     :class:`CallFinish`: the core's wrappers end it here directly).
     """
-    if call.ended:
+    if not call.claim_end():  # claimed before the stream is read: one thread reads it
         return
-    reported = None
-    if outcome is not None:
-        if error is None and accumulator is not None:
-            reported = _reported_error(accumulator)
-            if reported is not None:
-                outcome = StreamOutcome.ERROR
-        call.set(STREAM_OUTCOME, outcome.value)
-        if accumulator is not None:
-            call.record(accumulator.attributes, "stream attributes")
-    if reported is not None:
-        call.record_failure(reported.type, reported.description)
-    ok = outcome is not StreamOutcome.ABANDONED and outcome is not StreamOutcome.ERROR
-    call.end(error, attributes, ok=ok)
+    ok = True
+    try:
+        reported = None
+        if outcome is not None:
+            if error is None and accumulator is not None:
+                reported = _reported_error(accumulator)
+                if reported is not None:
+                    outcome = StreamOutcome.ERROR
+            call.set(STREAM_OUTCOME, outcome.value)
+            if accumulator is not None:
+                call.record(accumulator.attributes, "stream attributes")
+        if reported is not None:
+            call.record_failure(reported.type, reported.description)
+        ok = outcome is not StreamOutcome.ABANDONED and outcome is not StreamOutcome.ERROR
+    finally:
+        call.end_claimed(error, attributes, ok=ok)
 
 
 def _reported_error(accumulator: StreamAccumulator) -> StreamError | None:
