@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from openinference.semconv.trace import MessageAttributes, SpanAttributes
 
-from convotel import attributes
+from convotel import parameters
 from convotel.attributes import (
     ContentPart,
     Message,
@@ -137,14 +137,14 @@ def test_invocation_parameters_json_of_objects_is_not_remembered_and_stays_curre
 
 
 def test_remembered_invocation_parameters_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(attributes, "_PARAMETERS_JSON", {})
-    for seed in range(attributes._MAX_PARAMETERS_JSON * 3):
+    monkeypatch.setattr(parameters, "_PARAMETERS_JSON", {})
+    for seed in range(parameters._MAX_PARAMETERS_JSON * 3):
         assert invocation_parameters_json({"seed": seed}) == f'{{"seed": {seed}}}'
-    assert len(attributes._PARAMETERS_JSON) <= attributes._MAX_PARAMETERS_JSON
-    attributes._PARAMETERS_JSON.clear()
-    suffix = "x" * (attributes._MAX_REMEMBERED_TEXT + 1)  # long text is encoded, not kept
+    assert len(parameters._PARAMETERS_JSON) <= parameters._MAX_PARAMETERS_JSON
+    parameters._PARAMETERS_JSON.clear()
+    suffix = "x" * (parameters._MAX_REMEMBERED_TEXT + 1)  # long text is encoded, not kept
     assert invocation_parameters_json({"suffix": suffix}) == f'{{"suffix": "{suffix}"}}'
-    assert not attributes._PARAMETERS_JSON
+    assert not parameters._PARAMETERS_JSON
 
 
 def test_usage_attributes_keep_integers_and_derive_the_total() -> None:
