@@ -112,6 +112,7 @@ def test_close_open_returns_only_after_a_stream_another_thread_is_ending(ending:
     assert finished_root.attributes["input.value"] == "Tell me a story"
     assert finished_root.attributes["output.value"] == "Hel"
     assert finished_root.attributes["session.id"] == "s-1"
+    assert not watch._streams
     provider.shutdown()
 
 
@@ -136,3 +137,34 @@ def test_close_open_waits_at_most_a_second_for_a_span_that_never_settles(
     assert not call.settled
     assert "a watched stream was still ending after 0.05 s" in caplog.text
     del stream
+
+
+@pytest.mark.parametrize(
+    "ending", ["exhausted", "closed", "garbage-collected", "closed by the watch"]
+)
+def test_a_watched_stream_leaves_its_watch_once_its_span_has_ended(ending: str) -> None:
+    """The watch holds its streams only until they end: a long request's watch stays small."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider.get_tracer("convotel-test"))
+    watch = StreamWatch()
+    token = context_api.attach(watch.install(context_api.get_current()))
+    try:
+        stream = StreamProxy(Chunks(), tracing.start("model call", "LLM"), Texts())
+    finally:
+        context_api.detach(token)
+    assert len(watch._streams) == 1
+    if ending == "exhausted":
+        list(stream)
+    elif ending == "closed":
+        stream.close()
+    elif ending == "garbage-collected":
+        del stream
+        gc.collect()
+    else:
+        watch.reader_gone(CLIENT_GONE)
+        assert watch.close_open() == 1
+    assert not watch._streams
+    assert len(exporter.get_finished_spans()) == 1
+    provider.shutdown()
