@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from convotel import using_session
+from convotel.finish import end_call
 from convotel.propagation import SessionSpanProcessor
 from convotel.spans import CallSpan, Pair, StreamProxy, StreamWatch, Tracing
 
@@ -168,3 +169,24 @@ def test_a_watched_stream_leaves_its_watch_once_its_span_has_ended(ending: str) 
     assert not watch._streams
     assert len(exporter.get_finished_spans()) == 1
     provider.shutdown()
+
+
+def test_a_long_lived_watch_stays_as_small_as_its_open_streams() -> None:
+    """Streams whose spans ended without their CallFinish (an adapter's own ending path) are
+    dropped when the watch grows, so a WebSocket's watch does not keep every reply it saw."""
+    provider = TracerProvider()
+    tracing = Tracing(provider.get_tracer("convotel-test"))
+    watch = StreamWatch()
+    token = context_api.attach(watch.install(context_api.get_current()))
+    kept = []
+    try:
+        for number in range(100):
+            call = tracing.start("model call", "LLM")
+            kept.append(StreamProxy(Chunks(), call, Texts()))
+            if number != 0:  # all but the first end outside their CallFinish
+                end_call(call)
+    finally:
+        context_api.detach(token)
+    assert len(watch._streams) <= 9
+    watch.reader_gone(CLIENT_GONE)
+    assert watch.close_open() == 1  # the one still open is still watched

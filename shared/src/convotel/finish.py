@@ -59,6 +59,8 @@ TIME_TO_FIRST_TOKEN_MS = "convotel.stream.time_to_first_token_ms"
 _WATCHED_STREAMS_KEY = context_api.create_key("convotel-watched-streams")
 #: How long :meth:`StreamWatch.close_open` waits for a stream another thread is ending.
 _SETTLE_TIMEOUT_S = 1.0
+#: How many streams a watch holds before it drops the ones that have ended.
+_PRUNE_AT = 8
 
 
 class StreamOutcome(str, Enum):
@@ -122,6 +124,17 @@ class StreamWatch:
 
     def install(self, context: Context) -> Context:
         return context_api.set_value(_WATCHED_STREAMS_KEY, self, context)
+
+    def add(self, finish: CallFinish) -> None:
+        """Watch ``finish``'s stream. A stream leaves the watch when its :class:`CallFinish` ends
+        it; one ended another way is dropped here, so a long-lived watch (a WebSocket's) stays
+        as small as its open streams."""
+        streams = self._streams
+        if len(streams) >= _PRUNE_AT:
+            for watched in list(streams):
+                if watched.call.settled:
+                    streams.discard(watched)
+        streams.add(finish)
 
     def reader_gone(self, attributes: Mapping[str, Any]) -> None:
         self.stop_attributes = dict(attributes)
@@ -199,7 +212,7 @@ class CallFinish:
         watch = context_api.get_value(_WATCHED_STREAMS_KEY)
         if isinstance(watch, StreamWatch) and self.watch is None:
             self.watch = watch
-            watch._streams.add(self)
+            watch.add(self)
 
     # --- what happens while a stream is read ---
 
