@@ -160,7 +160,9 @@ class ResponseChains:
     def __init__(self, limit: int = MAX_CHAINED_RESPONSES) -> None:
         self.limit = limit
         self._sessions: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
+        # Re-entrant: a collected stream's finalizer may remember its chain while this thread
+        # holds the lock (see TraceJoiner's lock).
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._sessions)

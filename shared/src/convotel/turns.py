@@ -152,7 +152,9 @@ class TraceJoiner:
         self.turn_text = turn_text
         self._open: dict[int, _OpenSpan] = {}
         self._turns: dict[int, _TurnText] = {}
-        self._lock = threading.Lock()
+        # Re-entrant: a stream the garbage collector finds while this lock is held ends its
+        # span from its finalizer, in this thread, and that end comes back here.
+        self._lock = threading.RLock()
         self._on_collected = self._collected
         if join_trace:
             _JOINERS.add(self)
