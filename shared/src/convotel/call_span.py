@@ -280,10 +280,8 @@ class CallSpan:
         Without an error the status is OK, or left unset with ``ok=False`` (e.g. an abandoned
         stream: neither a success nor a failure).
         """
-        if self._ended:
-            return
-        self._ended = True
-        self.end_claimed(error, attributes, ok=ok)
+        if self.claim_end():
+            self.end_claimed(error, attributes, ok=ok)
 
     def claim_end(self) -> bool:
         """Claim the span's end: ``True`` for the first caller only, which must then call
