@@ -38,8 +38,12 @@ from convotel import using_session, using_user
 
 Batch = Callable[[int], float]  # run n calls, return CPU microseconds per call
 
-#: Roles of the workers that are not contenders.
+#: Roles of the workers that are not contenders. OWN_CODE is convotel on a no-op tracer: its
+#: overhead is convotel's own code (extraction, bookkeeping) without the SDK's span work.
 UNINSTRUMENTED, SDK_CALL, FLOOR, IN_SITU = "none", "sdk", "floor", "floor-in-situ"
+OWN_CODE = "convotel-own-code"
+#: The roles every suite runs besides its contenders (their failure stops the bench).
+REFERENCE_ROLES = (UNINSTRUMENTED, SDK_CALL, FLOOR, IN_SITU, OWN_CODE)
 #: Calls each batch makes once before any timing (imports, caches, lazy initialisation).
 WARM_UP_CALLS = 3
 #: ``--profile`` runs this many batches' worth of calls of each scenario under cProfile.
@@ -135,6 +139,9 @@ class Suite(ABC):
     #: whole calls instead of stubbed ones.
     stubbed: ClassVar[bool] = False
     default_rounds: ClassVar[int] = 20
+    #: Whether to time convotel's own code apart (the first contender on a no-op tracer, see
+    #: :data:`OWN_CODE`); off for suites whose contenders are not instrumentors.
+    splits_own_code: ClassVar[bool] = True
     #: Where a call can enter the SDK. On stubs, a contender hooking deeper than the others is
     #: timed from its own entry, against the uninstrumented call entering there too
     #: (bench_openai.py: OpenInference hooks ``OpenAI.request()``); whole calls all enter at the
@@ -289,10 +296,11 @@ def serve(suite: Suite, role: str, stubbed: bool) -> None:
                 batches[(index, entry)] = in_situ_floor_batch(call, replay)
         else:
             if role not in (UNINSTRUMENTED, SDK_CALL):
-                contender = suite.contender(role)
+                contender = suite.contenders[0] if role == OWN_CODE else suite.contender(role)
+                traced_by = trace.NoOpTracerProvider() if role == OWN_CODE else provider
                 try:
                     suite.before_instrument(contender)
-                    contender.instrumentor().instrument(tracer_provider=provider)
+                    contender.instrumentor().instrument(tracer_provider=traced_by)
                 except Exception as exc:  # noqa: BLE001 - reported as "not usable", not fatal
                     protocol.write(f"unavailable {type(exc).__name__}: {exc}".splitlines()[0])
                     protocol.write("\n")
@@ -381,6 +389,9 @@ class Row:
     spans: dict[str, float] = field(default_factory=dict)  # contender -> spans per call
     combined: bool = True  # a row of run_all.py's combined table
     in_situ_floor_us: float | None = None  # the floor replayed after each call (None: not timed)
+    #: convotel's overhead on a no-op tracer: its own code without the SDK's span work (None:
+    #: not timed); the rest of its overhead is the span work at its hook points.
+    own_code_us: float | None = None
 
 
 @dataclass
@@ -414,6 +425,8 @@ def measure(
     entries = suite.entries if stubbed else suite.entries[:1]
     unavailable = dict(suite.absent)
     roles = [UNINSTRUMENTED, *([SDK_CALL] if stubbed else []), FLOOR, IN_SITU]
+    if suite.splits_own_code:
+        roles.append(OWN_CODE)
     for contender in suite.contenders:
         if contender.installed():
             roles.append(contender.label)
@@ -425,7 +438,7 @@ def measure(
     print(f"  workers ready in {time.monotonic() - clock:.0f} s", flush=True)
     for worker in started:
         if worker.failure is not None:
-            if worker.role in (UNINSTRUMENTED, SDK_CALL, FLOOR, IN_SITU):
+            if worker.role in REFERENCE_ROLES:
                 raise RuntimeError(f"{suite.adapter} {worker.role} worker: {worker.failure}")
             unavailable[worker.role] = f"not usable: {worker.failure}"
             print(f"  {worker.role} is not usable: {worker.failure}", flush=True)
@@ -451,7 +464,8 @@ def measure(
         for worker in workers:
             worker.close()
     print(flush=True)
-    measured = [w for w in workers if w.role not in (UNINSTRUMENTED, SDK_CALL, FLOOR, IN_SITU)]
+    measured = [w for w in workers if w.role not in REFERENCE_ROLES]
+    own_code = next((w for w in workers if w.role == OWN_CODE), None)
     rows = []
     for index, scenario in enumerate(suite.scenarios):
         best = {role: min(values) for (role, i), values in samples.items() if i == index}
@@ -471,6 +485,9 @@ def measure(
                 {w.role: w.spans[index] for w in measured},
                 scenario.combined,
                 best[IN_SITU],
+                None
+                if own_code is None
+                else best[OWN_CODE] - best[f"{UNINSTRUMENTED}@{own_code.entry}"],
             )
         )
     floor = next(w for w in workers if w.role == FLOOR)
@@ -518,7 +535,7 @@ def describe(result: SuiteResult) -> str:
 
 def suite_table(result: SuiteResult) -> str:
     """One adapter: the uninstrumented call, the floor, each contender's overhead (µs, x floor)."""
-    headers = ["scenario", "spans", "call µs", "floor µs", "in situ µs"] + [
+    headers = ["scenario", "spans", "call µs", "floor µs", "in situ µs", "own code µs"] + [
         f"{c} µs (x floor; spans)" for c in result.contenders
     ]
     rows = []
@@ -529,6 +546,7 @@ def suite_table(result: SuiteResult) -> str:
             f"{row.call_us:.1f}",
             f"{row.floor_us:.1f}",
             "n/a" if row.in_situ_floor_us is None else f"{row.in_situ_floor_us:.1f}",
+            "n/a" if row.own_code_us is None else f"{row.own_code_us:.1f}",
         ]
         for contender in result.contenders:
             if contender in row.overhead_us:
@@ -547,7 +565,9 @@ def print_report(result: SuiteResult) -> None:
     print(
         "(call = the uninstrumented call; floor = convotel's spans for that call on the bare SDK, "
         "replayed back to back; in situ = the same replay timed after each uninstrumented call; "
-        "spans = convotel's spans per call; CPU time per call, the least of the rounds)"
+        "own code = convotel's overhead on a no-op tracer (the rest of its overhead is the span "
+        "work at its hook points); spans = convotel's spans per call; CPU time per call, the "
+        "least of the rounds)"
     )
 
 

@@ -173,6 +173,7 @@ class SessionsSuite(Suite):
         Contender(STAMPING, "convotel", "bench_sessions", "StampingOnly"),
         Contender(NO_PROCESSOR, "convotel", "bench_sessions", "NoProcessor"),
     )
+    splits_own_code = False  # the contenders are tracer providers, not instrumentors
 
     def setup(self, stubbed: bool) -> None:
         return None

@@ -11,8 +11,10 @@ uninstrumented call (for openai and mistralai the whole SDK call on an in-proces
 with no network; for llama_index and dspy the framework call with an in-process stub LLM); "x
 floor": as a multiple of starting and ending convotel's spans for that call on the bare SDK,
 back to back; "x floor in situ": of the same spans replayed after each uninstrumented call (as
-spans run between an application's own work); the last columns divide convotel's overhead by the
-other instrumentors'. See benchmarks/README.md.
+spans run between an application's own work); "own code x floor": convotel's overhead on a no-op
+tracer (its own code: extraction, bookkeeping) and "span work x floor": the rest (the SDK's work
+for its spans, at its hook points), each over the floor; the last columns divide convotel's
+overhead by the other instrumentors'. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from types import ModuleType
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_harness import SuiteResult, measure, render  # noqa: E402 - after the path insert
+from bench_harness import Row, SuiteResult, measure, render  # noqa: E402 - after the path insert
 
 #: The columns of the combined table, convotel first.
 CONTENDERS = ("convotel", "OpenInference", "OpenLLMetry")
@@ -65,6 +67,19 @@ def ratio(numerator: float | None, denominator: float | None) -> str:
     return f"{numerator / denominator:.2f}"
 
 
+def convotel_split(row: Row, overhead: float | None) -> list[str]:
+    """convotel's overhead over the floor in situ, then split: its own code and the span work
+    at its hook points (the rest), each over the floor."""
+    in_situ, own = row.in_situ_floor_us, row.own_code_us
+    return [
+        multiple(overhead / in_situ) if overhead is not None and in_situ else "—",
+        multiple(own / row.floor_us) if overhead is not None and own is not None else "—",
+        multiple((overhead - own) / row.floor_us)
+        if overhead is not None and own is not None
+        else "—",
+    ]
+
+
 def combined_rows(results: list[SuiteResult]) -> list[list[str]]:
     rows = []
     for result in results:
@@ -79,9 +94,7 @@ def combined_rows(results: list[SuiteResult]) -> list[list[str]]:
                 else:
                     cells += [multiple(overhead / row.floor_us), multiple(overhead / row.call_us)]
                 if contender == CONTENDERS[0]:
-                    in_situ = row.in_situ_floor_us
-                    usable = overhead is not None and in_situ is not None and in_situ > 0
-                    cells.insert(-1, multiple(overhead / in_situ) if usable else "—")
+                    cells[-1:-1] = convotel_split(row, overhead)
             convotel = row.overhead_us.get("convotel")
             cells += [
                 ratio(convotel, row.overhead_us.get(other))
@@ -96,7 +109,7 @@ def combined_table(results: list[SuiteResult], markdown: bool) -> str:
     for contender in CONTENDERS:
         headers += [f"{contender} x floor", "x call"]
         if contender == CONTENDERS[0]:
-            headers.insert(-1, "x floor in situ")
+            headers[-1:-1] = ["x floor in situ", "own code x floor", "span work x floor"]
     headers += ["convotel / OpenInference", "convotel / OpenLLMetry"]
     notes = [
         f"{label} ({result.adapter}): {why}"
