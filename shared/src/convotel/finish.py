@@ -38,6 +38,7 @@ from opentelemetry import context as context_api
 from opentelemetry.context import Context
 
 from convotel.call_span import CallSpan, Pair, log_once
+from convotel.collected_ends import end_outside_collection, watch_collections
 
 __all__ = [
     "STREAM_OUTCOME",
@@ -204,6 +205,7 @@ class CallFinish:
         self.started = False
         self.exhausted = False
         self.watch: StreamWatch | None = None
+        watch_collections()  # a stream may be collected: its end must run outside that
         if accumulator is not None:
             self.watch_stream()
 
@@ -262,7 +264,12 @@ class CallFinish:
         self.end(StreamOutcome.CLOSED_EARLY, attributes=attributes.items())
 
     def collected(self) -> None:
-        """The stream was garbage-collected: abandoned, unless its reader went away."""
+        """The stream was garbage-collected: abandoned, unless its reader went away. Called from
+        a finalizer: a collection's ends run once it is over (:mod:`convotel.collected_ends`)."""
+        if not self.call.ended:
+            end_outside_collection(self._end_collected)
+
+    def _end_collected(self) -> None:
         if self.call.ended:
             return
         stopped = self.watch.stop_attributes if self.watch is not None else None

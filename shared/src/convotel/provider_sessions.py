@@ -32,6 +32,7 @@ from opentelemetry import context as context_api
 from opentelemetry.context import Context
 
 from convotel.attributes import Pair
+from convotel.collected_ends import register_own_lock
 from convotel.context import MAX_ID_LENGTH, SESSION_ID, USER_ID
 from convotel.pseudonyms import recorded_user_id
 
@@ -163,6 +164,7 @@ class ResponseChains:
         # Re-entrant: a collected stream's finalizer may remember its chain while this thread
         # holds the lock (see TraceJoiner's lock).
         self._lock = threading.RLock()
+        register_own_lock(self._lock)
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -52,6 +52,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.util.types import AttributeValue
 
+from convotel.collected_ends import register_own_lock
 from convotel.turn_rule import plain_value, reply_text, turn_input_text
 
 __all__ = [
@@ -155,6 +156,7 @@ class TraceJoiner:
         # Re-entrant: a stream the garbage collector finds while this lock is held ends its
         # span from its finalizer, in this thread, and that end comes back here.
         self._lock = threading.RLock()
+        register_own_lock(self._lock)
         self._on_collected = self._collected
         if join_trace:
             _JOINERS.add(self)
