@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,9 @@ from convotel import call_span, collected_ends, turns, using_session
 from convotel.propagation import SessionSpanProcessor
 from convotel.provider_sessions import ResponseChains
 from convotel.spans import CallSpan, Pair, StreamProxy, Tracing
+from convotel.store import SpanStore
+from convotel.store import exporter as store_exporter
+from convotel.store.exporter import SQLiteSpanExporter
 from convotel.turns import TraceJoiner
 
 OUTCOME = "convotel.stream.outcome"
@@ -208,6 +212,39 @@ def test_a_stream_collected_inside_a_processors_lock_ends_once_the_lock_is_relea
     assert ended["lost stream"].attributes[OUTCOME] == "abandoned"
     assert ended["model call"].end_time < ended["lost stream"].end_time  # after the lock
     assert "still ending after 0.2 s" in caplog.text
+    provider.shutdown()
+
+
+@pytest.mark.usefixtures("collections_where_the_test_says")
+def test_a_stream_collected_while_the_store_exporter_writes_ends_once_the_write_is_done(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """convotel's own SQLite exporter under a SimpleSpanProcessor (as the web tests run it)
+    writes under a plain lock; a collection starting inside that write used to hang."""
+    monkeypatch.setattr(collected_ends, "WAIT_FOR_ENDS_S", 0.2)
+    insert = store_exporter._insert
+    collected: list[int] = []
+
+    def insert_with_a_collection_inside(connection: Any, rows: Any) -> Any:
+        if not collected:
+            collected.append(gc.collect())
+        return insert(connection, rows)
+
+    monkeypatch.setattr(store_exporter, "_insert", insert_with_a_collection_inside)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(SQLiteSpanExporter(tmp_path / "s.sqlite3")))
+    tracing = Tracing(provider.get_tracer("convotel-test"))
+    lost = lost_in_a_cycle(tracing, "a question")
+    model = tracing.start("model call", "LLM")
+    assert finishes_within(5, model.end), "a span's end hung on the exporter's lock"
+    deadline = time.monotonic() + 5
+    while not lost.settled and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert collected
+    with SpanStore(tmp_path / "s.sqlite3") as store:
+        stored = {span.name: span for span in store.spans()}
+    assert set(stored) == {"lost stream", "model call"}
+    assert stored["lost stream"].attributes[OUTCOME] == "abandoned"
     provider.shutdown()
 
 
