@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -316,3 +317,27 @@ def test_the_helper_collecting_queues_the_ends_it_finds_instead_of_waiting_for_i
     stopped, helper = ran
     assert float(stopped.split()[2]) < collected_ends.WAIT_FOR_ENDS_S / 2
     assert helper == "convotel-collected-ends"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.usefixtures("collections_where_the_test_says")
+# Python >= 3.12 warns of any fork with threads; the helper thread is this test's point.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_ends_its_collected_streams_with_a_helper_of_its_own() -> None:
+    threads = EndingThreads()
+    provider, _ = provider_with(threads)
+    tracing = Tracing(provider.get_tracer("convotel-test"))
+    lost_in_a_cycle(tracing, "a question")
+    gc.collect()  # the parent's helper thread is running now
+    assert threads.threads["lost stream"] == "convotel-collected-ends"
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        threads.threads.clear()
+        lost = lost_in_a_cycle(tracing, "another question")
+        gc.collect()
+        helper = threads.threads.get("lost stream") == "convotel-collected-ends"
+        os._exit(0 if lost.settled and helper else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    provider.shutdown()

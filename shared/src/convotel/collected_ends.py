@@ -46,7 +46,8 @@ _deferred: list[End] = []
 _own_locks: weakref.WeakSet[object] = weakref.WeakSet()
 _worker: _EndingThread | None = None
 _watching = False
-_worker_lock = threading.Lock()
+# Re-entrant, for safety: only a collection's end takes it, and collections do not nest.
+_worker_lock = threading.RLock()
 
 
 def register_own_lock(lock: object) -> None:
@@ -154,7 +155,7 @@ def _log_once(where: str, exc: BaseException | None = None, *, message: str | No
 def _forget_after_fork() -> None:
     """In a forked child: no collection runs, the helper thread does not exist."""
     global _collecting, _deferred, _worker, _worker_lock
-    _collecting, _deferred, _worker, _worker_lock = None, [], None, threading.Lock()
+    _collecting, _deferred, _worker, _worker_lock = None, [], None, threading.RLock()
 
 
 def watch_collections() -> None:
