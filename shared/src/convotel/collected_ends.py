@@ -91,12 +91,12 @@ def _on_collection(phase: str, info: dict[str, int]) -> None:
 
 def _hand_over(ends: list[End]) -> None:
     worker = _ending_thread()
-    if worker is None or threading.get_ident() == worker.ident:
-        if worker is None:  # no thread could be started: end them here, as before
-            for end in ends:
-                _run(end)
-        else:  # the helper itself collected: its queue runs them next
-            worker.queue.put((ends, None))
+    if worker is None:  # no thread could be started: end them here, as before
+        for end in ends:
+            _run(end)
+        return
+    if threading.get_ident() == worker.ident:  # the helper itself collected: its queue runs them
+        worker.queue.put((ends, None))
         return
     done = threading.Event()
     worker.queue.put((ends, done))
