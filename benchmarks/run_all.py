@@ -70,14 +70,13 @@ def ratio(numerator: float | None, denominator: float | None) -> str:
 def convotel_split(row: Row, overhead: float | None) -> list[str]:
     """convotel's overhead over the floor in situ, then split: its own code and the span work
     at its hook points (the rest), each over the floor."""
+    if overhead is None:
+        return ["—", "—", "—"]
     in_situ, own = row.in_situ_floor_us, row.own_code_us
-    return [
-        multiple(overhead / in_situ) if overhead is not None and in_situ else "—",
-        multiple(own / row.floor_us) if overhead is not None and own is not None else "—",
-        multiple((overhead - own) / row.floor_us)
-        if overhead is not None and own is not None
-        else "—",
-    ]
+    cells = [multiple(overhead / in_situ) if in_situ else "—"]
+    if own is None:
+        return [*cells, "—", "—"]
+    return [*cells, multiple(own / row.floor_us), multiple((overhead - own) / row.floor_us)]
 
 
 def combined_rows(results: list[SuiteResult]) -> list[list[str]]:
